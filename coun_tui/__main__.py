@@ -1,0 +1,3 @@
+from coun_tui.cli import main
+
+main()

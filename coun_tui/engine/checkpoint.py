@@ -1,0 +1,238 @@
+"""Checkpoints: our safetensors files, plus imports of common foreign ResNet-18 layouts.
+
+Our format is a safetensors file whose tensor names are torchvision's ResNet-18 names and whose
+metadata values are JSON strings (safetensors metadata is str -> str). Foreign `.pt`/`.pth`/`.tar`
+files are read only with `torch.load(weights_only=True)`, so no pickled code ever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from . import UserError
+from .model import ResNet18
+
+REQUIRED_KEYS = ("arch", "stem", "in_channels", "num_classes", "dataset", "subset", "mean", "std")
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+TORCH_SUFFIXES = (".pt", ".pth", ".tar")
+# Keys under which training scripts commonly nest the state dict (OPTML, kuangliu, generic).
+WRAPPER_KEYS = ("state_dict", "net", "model", "model_state_dict")
+# Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
+PREFIXES = ("module.", "_orig_mod.")
+EXPECTED = "expected torchvision/OPTML/kuangliu ResNet-18 names"
+
+
+def save(path, model: torch.nn.Module, meta: dict, dtype: str = "float32") -> None:
+    """Write `model` and `meta` atomically: a crash or error never leaves a half-written file."""
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta is missing required keys: {', '.join(missing)}")
+    if dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(STORED_DTYPES)}, not {dtype!r}")
+    # "source" describes a file's layout and is set by load(), so it is not stored.
+    encoded = {str(k): json.dumps(v) for k, v in meta.items() if k not in ("source", "stored_dtype")}
+    encoded["stored_dtype"] = json.dumps(dtype)
+    # Clones on cpu: safetensors needs contiguous, unshared tensors; ints (num_batches_tracked) stay.
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu")
+        if t.is_floating_point():
+            t = t.to(STORED_DTYPES[dtype])
+        tensors[name] = t.contiguous().clone()
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file is in the same directory so that os.replace is an atomic rename.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        safetensors.torch.save_file(tensors, tmp, metadata=encoded)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)  # data on disk before the rename makes it visible
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def load(path, device="cpu") -> tuple[ResNet18, dict]:
+    """Load any supported checkpoint as (float32 eval-mode ResNet18 on `device`, metadata)."""
+    path = Path(path)
+    state, file_meta, source = _read(path)
+    defaults = {"dataset": None, "subset": None, "mean": None, "std": None}
+    # Shapes are the truth about the network; metadata cannot override them.
+    meta = {**defaults, **file_meta, **_detect(path, state), "source": source}
+    model = ResNet18(meta["num_classes"], meta["in_channels"], meta["stem"])
+    _check_keys(path, model, state)
+    model.load_state_dict(state, strict=True)  # copies into float32 params, so fp16 files load as float32
+    return model.to(device).eval(), _reorder(meta)
+
+
+def read_meta(path) -> dict:
+    """Metadata only; cheap for our safetensors files (header read), a full load otherwise."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        with _open_safetensors(path) as f:
+            raw = f.metadata() or {}
+        if all(k in raw for k in REQUIRED_KEYS):
+            return _reorder({**_decode(raw), "source": "coun-lab"})
+    return load(path)[1]
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[dict, dict, str]:
+    """Return (state dict with torchvision names, metadata found in the file, layout name)."""
+    if not path.is_file():
+        raise UserError(f"no such checkpoint: {path}")
+    if path.suffix == ".safetensors":
+        with _open_safetensors(path) as f:
+            raw = f.metadata() or {}
+            try:
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            except safetensors.SafetensorError as e:
+                raise UserError(f"{path.name} is corrupt or truncated ({e}); re-save or re-download it") from e
+        file_meta = _decode(raw)
+        if all(k in raw for k in REQUIRED_KEYS):
+            return state, file_meta, "coun-lab"
+        state, found_meta, source = _normalise(path, state)
+        # Only keys we understand: foreign headers carry things like {"format": "pt"}.
+        return state, {k: v for k, v in {**file_meta, **found_meta}.items() if k in REQUIRED_KEYS}, source
+    if path.suffix in TORCH_SUFFIXES:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            # torch words every failure "Weights only load failed"; only these name a refused class.
+            if not re.search(r"GLOBAL|allowlist", str(e)):
+                raise UserError(f"cannot read {path.name}: not a PyTorch checkpoint, or corrupt") from e
+            raise UserError(
+                f"{path.name} contains pickled Python objects, which coun-lab refuses to execute; "
+                "re-save it as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors"
+            ) from e
+        except Exception as e:  # zip/format errors; torch's own text is long and multi-line
+            raise UserError(f"cannot read {path.name}: not a PyTorch checkpoint, or corrupt") from e
+        return _normalise(path, obj)
+    raise UserError(f"{path.name}: unsupported checkpoint type; use .safetensors, .pt, .pth or .tar")
+
+
+def _open_safetensors(path: Path):
+    try:
+        return safetensors.safe_open(str(path), framework="pt", device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path.name} is not a valid safetensors file ({e}); re-save or re-download it") from e
+
+
+def _normalise(path: Path, obj) -> tuple[dict, dict, str]:
+    """Unwrap, strip prefixes and rename a foreign state dict to torchvision names."""
+    for _ in range(3):  # wrappers can nest, e.g. {"model": {"state_dict": ...}}
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict):
+        raise UserError(f"{path.name} is not a ResNet-18 checkpoint: it holds a {type(obj).__name__}, not a state dict")
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        k = str(k)
+        while k.startswith(PREFIXES):
+            k = k.split(".", 1)[1]
+        state[k] = v
+    if not state:
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise UserError(f"{path.name} is not a ResNet-18 checkpoint: no tensors found (top-level keys: {keys})")
+
+    meta, source = {}, "torchvision"
+    # OPTML repos keep their NormalizeByChannelMeanStd buffers inside the model.
+    if "normalize.mean" in state or "normalize.std" in state:
+        source = "optml"
+        for stat in ("mean", "std"):
+            t = state.pop(f"normalize.{stat}", None)
+            meta[stat] = None if t is None else [float(x) for x in t.flatten()]
+    # kuangliu/pytorch-cifar: shortcut -> downsample, linear -> fc.
+    if any(".shortcut." in k or k.startswith("linear.") for k in state):
+        source = "kuangliu"
+        state = {re.sub(r"^linear\.", "fc.", re.sub(r"\.shortcut\.", ".downsample.", k)): v for k, v in state.items()}
+    return state, meta, source
+
+
+def _detect(path: Path, state: dict) -> dict:
+    """arch/stem/in_channels/num_classes from conv1 and fc shapes."""
+    conv1, fc = state.get("conv1.weight"), state.get("fc.weight")
+    for name, t, ndim in (("conv1.weight", conv1, 4), ("fc.weight", fc, 2)):
+        if t is None or t.dim() != ndim:
+            what = "missing" if t is None else f"wrong shape {tuple(t.shape)} for"
+            raise UserError(f"{path.name} is not a ResNet-18 checkpoint: {what} {name} (found {len(state)} tensors; {EXPECTED})")
+    stems = {3: "cifar", 7: "imagenet"}
+    if conv1.shape[-1] not in stems:
+        raise UserError(f"{path.name} is not a ResNet-18 checkpoint: conv1 kernel is {conv1.shape[-1]}x{conv1.shape[-1]}, expected 3x3 (CIFAR stem) or 7x7 (ImageNet stem)")
+    return {"arch": "resnet18", "stem": stems[conv1.shape[-1]], "in_channels": int(conv1.shape[1]), "num_classes": int(fc.shape[0])}
+
+
+def _check_keys(path: Path, model: torch.nn.Module, state: dict) -> None:
+    """One clear line instead of load_state_dict's multi-line error; fills old files' counters."""
+    expected = model.state_dict()
+    for k, v in expected.items():  # very old checkpoints lack BatchNorm's num_batches_tracked
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v.clone()
+    why = None
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        why = f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    elif unexpected:
+        why = f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+    else:
+        bad = next((k for k in expected if state[k].shape != expected[k].shape), None)
+        if bad is not None:
+            why = f"{bad} has shape {tuple(state[bad].shape)}, expected {tuple(expected[bad].shape)}"
+    if why:
+        raise UserError(f"{path.name} is not a ResNet-18 checkpoint: {why} (found {len(state)} tensors; {EXPECTED})")
+
+
+def _decode(raw: dict) -> dict:
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError):
+            out[k] = v  # foreign metadata need not be JSON
+    return out
+
+
+def _reorder(meta: dict) -> dict:
+    return {**{k: meta.get(k) for k in REQUIRED_KEYS}, **meta}
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; directories cannot be opened this way on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

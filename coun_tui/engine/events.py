@@ -1,0 +1,89 @@
+"""Typed events that a run yields. The TUI, the CLI progress bar and the sweep runner consume them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Started:
+    method: str
+    epochs: int
+    steps_per_epoch: int
+    n_retain: int
+    n_forget: int
+    device: str
+    hparams: dict[str, Any]
+    kind: str = "started"
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass
+class Step:
+    step: int  # 1-based global step
+    epoch: int  # 1-based epoch
+    losses: dict[str, float]  # by component: "ce", "cl", "forget", "l1", ... and "total"
+    lr: float
+    images: int  # training images seen so far (both views of CoUn count once)
+    flops: float  # FLOPs spent so far (measured on real steps)
+    seconds: float  # wall time since start
+    kind: str = "step"
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    metrics: dict[str, float]  # RA, UA, TA, MIA (percent) on the fixed probe subsets
+    gap: dict[str, float] | None = None  # |metric - Retrain's| per metric, plus "avg"
+    kind: str = "epoch"
+
+
+@dataclass
+class Embedding:
+    epoch: int
+    xy: list[list[float]]  # 2-D PCA of penultimate features of the probe points
+    labels: list[int]
+    forget: list[bool]  # True for forget-set points
+    features: Any = field(default=None, repr=False)  # raw features (numpy), kept out of JSON
+    kind: str = "embedding"
+
+
+@dataclass
+class Done:
+    metrics: dict[str, Any]  # final metrics on the full sets
+    seconds: float
+    flops: float
+    kind: str = "done"
+
+
+@dataclass
+class Failed:
+    reason: str
+    kind: str = "failed"
+
+
+@dataclass
+class Cancelled:
+    step: int
+    kind: str = "cancelled"
+
+
+Event = Started | Step | EpochMetrics | Embedding | Done | Failed | Cancelled
+_BY_KIND = {cls.kind: cls for cls in (Started, Step, EpochMetrics, Embedding, Done, Failed, Cancelled)}
+
+
+def to_json(event: Event) -> str:
+    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "features"}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def from_json(line: str) -> Event:
+    data = json.loads(line)
+    cls = _BY_KIND[data["kind"]]
+    return cls(**data)

@@ -1,0 +1,36 @@
+"""The one registry of unlearning methods. A new method is one small module plus `@register`."""
+
+from __future__ import annotations
+
+from coun_tui.engine import UserError
+from coun_tui.engine.methods.base import COMMON_DEFAULTS, Batch, Context, Method
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Method]:
+    _load_all()
+    key = name.lower()
+    if key not in REGISTRY:
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(REGISTRY)} "
+                        "(see `coun-lab methods`)")
+    return REGISTRY[key]
+
+
+def all_methods() -> dict[str, type[Method]]:
+    _load_all()
+    return dict(REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing a method module registers it; the order here is the order of `coun-lab methods`.
+    from coun_tui.engine.methods import (  # noqa: F401
+        coun, ft, ga, l1_sparse, neggrad_plus, no_t, retrain, rl, salun)
+
+
+__all__ = ["Batch", "COMMON_DEFAULTS", "Context", "Method", "all_methods", "get", "register"]
