@@ -87,7 +87,7 @@ def load(name: str, root: str | Path | None = None, subset: int | None = None,
         raise
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise UserError(f"{_missing(name, root)} ({type(exc).__name__}: {exc})") from exc
-    return take_subset(ds, subset, subset_seed) if subset else ds
+    return take_subset(ds, subset, subset_seed) if subset is not None else ds
 
 
 def _missing(name: str, root) -> str:
@@ -116,8 +116,12 @@ def take_subset(ds: Dataset, size: int, seed: int) -> Dataset:
     if size == n:
         idx = np.arange(n)
     else:
-        idx, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
-                                  stratify=ds.train_y.numpy())
+        try:
+            idx, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
+                                      stratify=ds.train_y.numpy())
+        except ValueError as exc:  # too few images per class on either side of the split
+            raise UserError(f"--subset {size} cannot be stratified over {ds.name}'s "
+                            f"{len(ds.classes)} classes ({exc})") from exc
         idx = np.sort(idx)
     sel = torch.from_numpy(idx)
     return Dataset(ds.name, ds.train_x[sel], ds.train_y[sel], ds.test_x, ds.test_y, ds.classes,
@@ -125,7 +129,7 @@ def take_subset(ds: Dataset, size: int, seed: int) -> Dataset:
 
 
 def _tensor(images: np.ndarray, labels: np.ndarray, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(scale)
+    x = torch.from_numpy(np.asarray(images).astype(np.float32, order="C")).div_(scale)  # own, writable copy
     return x, torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1))
 
 
@@ -248,7 +252,13 @@ def _imagefolder(name, root) -> Dataset:
              for split in ("train", "test")}
     if not files["train"] or not files["test"]:
         raise ValueError("train/ or test/ holds no images")
-    images = {s: [Image.open(f) for f, _ in fs] for s, fs in files.items()}
+
+    def read(path):  # decode now and close the file: lazy opens exhaust file descriptors
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+
+    images = {s: [read(f) for f, _ in fs] for s, fs in files.items()}
     grey = all(im.mode in ("L", "1", "I;16") for ims in images.values() for im in ims)
     mode = "L" if grey else "RGB"
     sizes = {im.size for ims in images.values() for im in ims}

@@ -57,7 +57,7 @@ class Split:
         try:
             with np.load(path) as z:
                 return cls(z["retain"].astype(np.int64), z["forget"].astype(np.int64))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError) as exc:  # TypeError: a .npy, not an .npz
             raise UserError(f"{path} is not a split file with int arrays 'retain' and 'forget' ({exc})")
 
     def same_as(self, other: "Split") -> bool:

@@ -117,10 +117,8 @@ def merged_hparams(method_cls: type[Method], meta: dict, overrides: dict) -> dic
     return hp
 
 
-def prepare(spec: RunSpec) -> Prepared:
-    """Load and check everything a run needs; raises UserError with one clear line on bad input."""
-    device = resolve_device(spec.device)
-    method_cls = get_method(spec.method)
+def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any], data_mod.Dataset]:
+    """The checkpoint (if any), its metadata and its dataset, checked against each other."""
     if spec.model:
         model, meta = checkpoint.load(spec.model)
         name = spec.dataset or meta.get("dataset")
@@ -142,6 +140,14 @@ def prepare(spec: RunSpec) -> Prepared:
                 "subset_seed": dataset.subset_seed, "mean": mean, "std": std}
         model = None
     meta["classes"] = dataset.classes
+    return model, meta, dataset
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Load and check everything a run needs; raises UserError with one clear line on bad input."""
+    device = resolve_device(spec.device)
+    method_cls = get_method(spec.method)
+    model, meta, dataset = load_source(spec)
     split = make_split(spec.forget, dataset.train_y.numpy())
     if len(split.retain) < 2:
         raise UserError("the forget set covers (almost) the whole train split: nothing left to retain")
@@ -159,6 +165,36 @@ def prepare(spec: RunSpec) -> Prepared:
         reference = load_reference(spec.reference, split)
     return Prepared(spec, model.to(device), meta, dataset, split, method_cls(hparams), hparams, device,
                     reference)
+
+
+def evaluate_checkpoint(spec: RunSpec) -> tuple[dict[str, Any], Split, dict[str, Any]]:
+    """Full-set RA, UA, TA, MIA (+ gaps with a reference) of spec.model, in float32.
+
+    Without forget flags, an unlearned checkpoint is evaluated on its own recorded forget set.
+    """
+    model, meta, dataset = load_source(spec)
+    forget = spec.forget
+    if forget == ForgetSpec() and isinstance(meta.get("forget"), dict):
+        forget = ForgetSpec.from_dict(meta["forget"])
+    split = make_split(forget, dataset.train_y.numpy())
+    device = resolve_device(spec.device)
+    data = data_mod.prepare(dataset, meta["mean"], meta["std"], device)
+    model.to(device)
+    result = evaluate_split(model, data, split, seed=forget.seed)
+    if spec.reference:
+        from coun_tui.engine.runs import load_reference
+
+        gap, avg = metrics.gaps(result, load_reference(spec.reference, split))
+        result.update(gap=gap, avg_gap=avg)
+    return result, split, meta
+
+
+def evaluate_split(model, data: data_mod.DeviceData, split: Split, seed: int) -> dict[str, float]:
+    """The final, full-set evaluation: float32 (no autocast), the same for runs and `coun-lab eval`."""
+    r = torch.from_numpy(split.retain).to(data.train_x.device)
+    f = torch.from_numpy(split.forget).to(data.train_x.device)
+    return metrics.evaluate(model, data.train_x[r], data.train_y[r], data.train_x[f], data.train_y[f],
+                            data.test_x, data.test_y, seed=seed)
 
 
 def run(prep: Prepared, cancel=None) -> Iterator[Event]:
@@ -324,10 +360,9 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
             yield Step(ctx.step, epoch + 1, values, lr, images, ctx.flops.total, time.perf_counter() - start)
         yield from _epoch_events(prep, probes, epoch + 1)
 
-    final = metrics.evaluate(model, data.train_x[retain], data.train_y[retain], data.train_x[forget],
-                             data.train_y[forget], data.test_x, data.test_y, autocast=autocast, seed=seed)
-    gap, avg = metrics.gaps(final, prep.reference) if len(forget) else (None, None)
     model.to(memory_format=torch.contiguous_format)
+    final = evaluate_split(model, data, prep.split, seed=prep.spec.forget.seed)
+    gap, avg = metrics.gaps(final, prep.reference) if len(forget) else (None, None)
     yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total)
 
 

@@ -28,9 +28,11 @@ def all_methods() -> dict[str, type[Method]]:
 
 
 def _load_all() -> None:
-    # Importing a method module registers it; the order here is the order of `coun-lab methods`.
-    from coun_tui.engine.methods import (  # noqa: F401
-        coun, ft, ga, l1_sparse, neggrad_plus, no_t, retrain, rl, salun)
+    # Importing a method module registers it; this order is the order of `coun-lab methods`.
+    import importlib
+
+    for module in ("retrain", "ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "no_t", "coun"):
+        importlib.import_module(f"coun_tui.engine.methods.{module}")
 
 
 __all__ = ["Batch", "COMMON_DEFAULTS", "Context", "Method", "all_methods", "get", "register"]

@@ -11,7 +11,7 @@ class Retrain(Method):
     name = "retrain"
     summary = "train from scratch on the retain set with the original recipe (the reference)"
     # Overridden by the recipe stored in the original checkpoint, when it has one.
-    defaults = {"epochs": 30, "lr": 0.05, "batch_size": 64}
+    defaults = {"epochs": 30, "lr": 0.05, "batch_size": 128}
     from_scratch = True
 
     def loss(self, ctx, batch, logits):

@@ -20,7 +20,7 @@ class SalUn(Method):
     stream = "mixed"
 
     def setup(self, ctx):
-        ctx.state["mask"] = saliency_mask(ctx, float(self.hp["mask_ratio"]))
+        self.mask = saliency_mask(ctx, float(self.hp["mask_ratio"]))
 
     def loss(self, ctx, batch, logits):
         return {"ce": F.cross_entropy(logits, batch.y)}
@@ -30,7 +30,7 @@ class SalUn(Method):
 
     def after_step(self, ctx):
         with torch.no_grad():
-            for p, old, keep in zip(ctx.model.parameters(), self._before, ctx.state["mask"]):
+            for p, old, keep in zip(ctx.model.parameters(), self._before, self.mask):
                 p.copy_(torch.where(keep, p, old))
 
 
