@@ -6,6 +6,7 @@ from coun_tui.engine import UserError
 from coun_tui.engine.methods.base import COMMON_DEFAULTS, Batch, Context, Method
 
 REGISTRY: dict[str, type[Method]] = {}
+ORDER = ("retrain", "ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "no_t", "coun")  # modules
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -23,15 +24,18 @@ def get(name: str) -> type[Method]:
 
 
 def all_methods() -> dict[str, type[Method]]:
+    """Every method: the paper's order first, then any others by name."""
     _load_all()
-    return dict(REGISTRY)
+    order = {m.replace("_", "-"): i for i, m in enumerate(ORDER)} | {"neggrad+": ORDER.index("neggrad_plus"),
+                                                                   "not": ORDER.index("no_t")}
+    return dict(sorted(REGISTRY.items(), key=lambda kv: (order.get(kv[0], len(ORDER)), kv[0])))
 
 
 def _load_all() -> None:
-    # Importing a method module registers it; this order is the order of `coun-lab methods`.
+    # Importing a method module registers it.
     import importlib
 
-    for module in ("retrain", "ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "no_t", "coun"):
+    for module in ORDER:
         importlib.import_module(f"coun_tui.engine.methods.{module}")
 
 

@@ -46,8 +46,8 @@ def saliency_mask(ctx, ratio: float, batch_size: int = 256) -> list[torch.Tensor
         x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
         model.zero_grad(set_to_none=True)
         with ctx.flops.measure(("salun-mask", tuple(x.shape))):
-            with ctx.autocast():
-                loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+            # float32: a confident model's forget gradients underflow in bf16
+            loss = F.cross_entropy(model(x), y, reduction="sum")
             loss.backward()
         for g, p in zip(grads, params):
             g += p.grad.detach().abs()
@@ -55,5 +55,6 @@ def saliency_mask(ctx, ratio: float, batch_size: int = 256) -> list[torch.Tensor
     model.train(was_training)
     flat = torch.cat([g.flatten() for g in grads])
     k = max(1, int(round(ratio * flat.numel())))
-    threshold = torch.topk(flat, k, sorted=False).values.min()
-    return [g >= threshold for g in grads]
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat, k, sorted=False).indices] = True  # exactly k, whatever the ties
+    return [m.view_as(g) for m, g in zip(keep.split([g.numel() for g in grads]), grads)]

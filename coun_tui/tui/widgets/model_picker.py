@@ -1,0 +1,90 @@
+"""Modal pickers: a checkpoint to unlearn, or a saved run to reopen. Both take a typed path too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from coun_tui.engine import paths
+from coun_tui.tui.runlog import describe_spec, read_metrics
+from coun_tui.tui.widgets.run_pane import short_path
+
+
+class _Picker(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    TITLE_TEXT = ""
+    PLACEHOLDER = ""
+
+    def options(self) -> list[Option]:
+        return []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="picker"):
+            yield Static(self.TITLE_TEXT, classes="picker-title")
+            yield Input(placeholder=self.PLACEHOLDER, id="path")
+            yield OptionList(*self.options(), id="choices")
+            yield Static("enter: open · escape: close", classes="picker-hint")
+
+    def on_mount(self) -> None:
+        choices = self.query_one(OptionList)
+        if choices.option_count:
+            choices.highlighted = 0
+            choices.focus()
+
+    @on(Input.Submitted)
+    def _typed(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.dismiss(str(Path(event.value.strip()).expanduser()))
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+class ModelPicker(_Picker):
+    """Shipped models and the unlearned checkpoints of saved runs."""
+
+    TITLE_TEXT = "Choose a model to unlearn"
+    PLACEHOLDER = "path to a checkpoint (.safetensors, .pt, .pth), then enter"
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+
+    def options(self) -> list[Option]:
+        opts = [Option(f"{p.name}  [dim]shipped · {short_path(p)}[/]", id=str(p)) for p in paths.shipped_models()]
+        for run in paths.saved_runs(self.runs_dir):
+            model = run / "model.safetensors"
+            if model.is_file():
+                opts.append(Option(f"{run.name}/model.safetensors  [dim]saved run[/]", id=str(model)))
+        return opts
+
+
+class RunPicker(_Picker):
+    """Saved runs, newest first, with their state; opening one replays its events into a pane."""
+
+    TITLE_TEXT = "Open a saved run"
+    PLACEHOLDER = "path to a run directory, then enter"
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+
+    def options(self) -> list[Option]:
+        opts = []
+        for run in paths.saved_runs(self.runs_dir):
+            status = paths.run_status(run)
+            m = read_metrics(run)
+            extra = f" · Avg.Gap {m['avg_gap']:.2f}" if m and m.get("avg_gap") is not None else ""
+            colour = {"done": "green", "failed": "red", "cancelled": "yellow"}.get(status, "yellow")
+            opts.append(Option(f"{run.name}  [{colour}]{status}[/][dim]{extra}[/]", id=str(run)))
+        if not opts:
+            opts.append(Option(f"[dim]no saved runs in {short_path(self.runs_dir)}[/]", disabled=True))
+        return opts
