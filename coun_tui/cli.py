@@ -114,7 +114,8 @@ def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train o
           schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine, step or constant"),
           seed: int = typer.Option(0, "--seed"),
           device: str = DEVICE,
-          precision: str = typer.Option("auto", "--precision", help="auto, bf16 or fp32")):
+          precision: str = typer.Option("auto", "--precision", help="auto, bf16 or fp32"),
+          half: bool = typer.Option(False, "--half", help="store the weights in float16 (half the size)")):
     """Train an original ResNet-18 (the paper's SGD recipe scaled to the data)."""
     from coun_tui.engine.runner import RunSpec, prepare
     from coun_tui.engine.runs import train_checkpoint
@@ -125,7 +126,7 @@ def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train o
                  if v is not None}
     prep = prepare(RunSpec(method="retrain", dataset=dataset, data_root=data_root, subset=subset,
                            hparams=overrides, seed=seed, device=device, precision=precision))
-    last = follow(train_checkpoint(prep, out), f"train {dataset}")
+    last = follow(train_checkpoint(prep, out, dtype="float16" if half else "float32"), f"train {dataset}")
     _finish(last)
     typer.echo(f"saved {out}: test accuracy {last.metrics['TA']:.2f}%, train accuracy "
                f"{last.metrics['RA']:.2f}%, {last.seconds:.0f} s")

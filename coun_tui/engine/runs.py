@@ -111,14 +111,14 @@ def record(prep: Prepared, out_dir: str | Path, cancel=None) -> Iterator[Event]:
             yield event
 
 
-def train_checkpoint(prep: Prepared, out_file: str | Path, cancel=None) -> Iterator[Event]:
+def train_checkpoint(prep: Prepared, out_file: str | Path, cancel=None, dtype: str = "float32") -> Iterator[Event]:
     """`coun-lab train`: train a new model and save it with its recipe as a checkpoint."""
     for event in run(prep, cancel):
         if isinstance(event, Done):
             meta = {**prep.meta, "recipe": prep.hparams, "seed": prep.spec.seed,
                     "metrics": {"TA": event.metrics["TA"], "RA": event.metrics["RA"],
                                 "seconds": round(event.seconds, 1)}}
-            checkpoint.save(out_file, prep.model, meta)
+            checkpoint.save(out_file, prep.model, meta, dtype=dtype)
         yield event
 
 
