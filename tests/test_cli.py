@@ -83,3 +83,17 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert cli("train", "--dataset", "cifar10", "--data-root", tmp_path, "--out", tmp_path / "m.safetensors") == 2
     err = capsys.readouterr().err.strip()
     assert "cifar-10-batches-py" in err and "Traceback" not in err
+
+
+def test_bench_prints_throughput_rows(capsys):
+    assert cli("bench", "--image-size", "8", "--batch-size", "16", "--steps", "1") == 0
+    out = capsys.readouterr().out
+    assert "train step, fp32" in out and "img/s" in out and "speed-up" in out
+
+
+def test_methods_lists_every_method_with_defaults(capsys):
+    assert cli("methods") == 0
+    out = capsys.readouterr().out
+    for name in all_methods():
+        assert name in out
+    assert "mask_ratio=0.5" in out and "alpha=0.99" in out

@@ -29,18 +29,18 @@ class StopAfterRuns:
 
 def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = ["sweep", "--model", digits_model, "--methods", "ft,coun", "--cl-too", "--forget-fraction", "0.1",
+    args = ["sweep", "--model", digits_model, "--methods", "ft", "--cl-too", "--forget-fraction", "0.1",
             "--seeds", "0,1", "--set", "epochs=1", "--set", "retrain.epochs=2", "--out", out]
     assert cli(*args) == 0
     table = (out / "table.md").read_text()
     data = json.loads((out / "table.json").read_text())
     rows = data["random-10pct"]
-    assert set(rows) == {"retrain", "ft", "coun", "ft+CL"} and rows["coun"]["n"] == 2
-    assert rows["retrain"]["avg_gap"] == 0 and rows["coun"]["avg_gap"] > 0
+    assert set(rows) == {"retrain", "ft", "ft+CL"} and rows["ft+CL"]["n"] == 2
+    assert rows["retrain"]["avg_gap"] == 0 and rows["ft+CL"]["avg_gap"] > 0
     assert "Avg. Gap +CL" in table
 
     # Resume: a finished run is never redone, a half-finished one is redone cleanly.
-    victim = out / "random-10pct" / "seed-1" / "coun"
+    victim = out / "random-10pct" / "seed-1" / "ft+cl"
     (victim / "metrics.json").unlink()
     (victim / "model.safetensors").unlink()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}

@@ -74,10 +74,10 @@ def _fmt(row: dict, col: str, with_std: bool) -> str:
     value = row.get(col)
     if value is None or _nan(value):
         return "-"
-    digits = 4 if col == "pflops" else 1 if col == "seconds" else 2
-    text = f"{value:.{digits}f}"
+    spec = ".3g" if col == "pflops" else ".1f" if col == "seconds" else ".2f"
+    text = f"{value:{spec}}"
     if with_std and row.get(f"{col}_std") is not None:
-        text += f" ± {row[f'{col}_std']:.{digits}f}"
+        text += f" ± {row[f'{col}_std']:{spec}}"
     if col in METRICS and row.get(f"gap_{col}") is not None:
         text += f" ({row[f'gap_{col}']:.2f})"
     return text
