@@ -103,7 +103,7 @@ class RunPane(Vertical):
     def __init__(self, run_id: str, log: RunLog, class_names: list[str] | None = None, live: bool = True,
                  **kwargs) -> None:
         super().__init__(id=run_id, **kwargs)
-        self.run_id, self.log, self.class_names, self.live = run_id, log, class_names, live
+        self.run_id, self.runlog, self.class_names, self.live = run_id, log, class_names, live
         self.tsne: tuple[int, list] | None = None  # (epoch, xy) when t-SNE is shown
         self._dirty: set[str] = {"all"}
 
@@ -132,22 +132,22 @@ class RunPane(Vertical):
     # --- feeding ------------------------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
-        self.log.apply(event)
+        self.runlog.apply(event)
         self._dirty.add({"step": "steps", "epoch": "epochs", "embedding": "embedding"}.get(event.kind, "all"))
 
     def apply_steps(self, steps: list[Step]) -> None:
         for s in steps:
-            self.log.apply(s)
+            self.runlog.apply(s)
         self._dirty.add("steps")
 
     def set_facts(self, facts: dict) -> None:
-        self.log.title = facts.get("title", self.log.title)
-        self.log.spec = facts.get("spec", self.log.spec)
+        self.runlog.title = facts.get("title", self.runlog.title)
+        self.runlog.spec = facts.get("spec", self.runlog.spec)
         self.class_names = facts.get("classes", self.class_names)
         self._dirty.add("all")
 
     def set_reference(self, reference: dict[str, float] | None) -> None:
-        self.log.reference = reference
+        self.runlog.reference = reference
         self._dirty.add("epochs")
 
     def show_tsne(self, epoch: int | None, xy) -> None:
@@ -163,16 +163,16 @@ class RunPane(Vertical):
         everything = "all" in dirty
         self._draw_head()
         if everything or "steps" in dirty:
-            self.query_one(LossPlot).draw(self.log)
+            self.query_one(LossPlot).draw(self.runlog)
         if everything or "epochs" in dirty:
-            self.query_one(MetricsTable).draw(self.log)
+            self.query_one(MetricsTable).draw(self.runlog)
         if everything or "embedding" in dirty:
-            self.query_one(EmbeddingPlot).draw(self.log, self.class_names, self.tsne)
+            self.query_one(EmbeddingPlot).draw(self.runlog, self.class_names, self.tsne)
         if everything or "epochs" in dirty:
             self._draw_details()
 
     def _draw_head(self) -> None:
-        log = self.log
+        log = self.runlog
         self.query_one("#title", Static).update(Text(log.title or self.run_id, style="bold"))
         status = log.status
         if status == "cancelled":
@@ -183,7 +183,8 @@ class RunPane(Vertical):
                                                                    f"● {status}[/]"))
         where = f"saved in {short_path(log.run_dir)}" if log.run_dir else ""
         if log.done and log.run_dir:
-            where += "  (model.safetensors, metrics.json, events.jsonl)"
+            kept = [n for n in ("model.safetensors", "metrics.json", "events.jsonl") if (log.run_dir / n).is_file()]
+            where += f"  ({', '.join(kept)})" if kept else ""
         self.query_one("#where", Static).update(Text(where, style="dim"))
         bar = self.query_one("#bar", ProgressBar)
         bar.update(total=log.total_steps or None, progress=log.step)
@@ -208,7 +209,7 @@ class RunPane(Vertical):
             error.update(Text(f"✖ run failed: {log.reason}", style="bold"))
 
     def _draw_details(self) -> None:
-        log = self.log
+        log = self.runlog
         lines = Text()
         if log.started:
             st = log.started

@@ -1,0 +1,82 @@
+"""Write screenshots/lab-mid-run.png and screenshots/lab-finished.png from the app's own SVGs.
+
+A real CoUn run of digits class 3 (2 epochs, CPU is fine) is launched in the app, in a copy of
+tests/fixtures/runs so that a Retrain reference exists and the gaps fill in; the app's
+save_screenshot() SVGs are taken mid-run and at the end, then rendered to PNG by headless
+Chromium (apt-get install chromium). Run from the repository root:
+
+    python scripts/screenshots.py [--size 160x48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from coun_tui.tui.app import CounLab
+
+OUT = Path("screenshots")
+FIXTURE_RUNS = Path("tests/fixtures/runs")
+
+
+def to_png(svg: Path, png: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        raise SystemExit("headless Chromium is needed to render the SVGs: apt-get install chromium")
+    view = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text())
+    width, height = (int(float(v)) + 20 for v in view.groups())
+    html = svg.with_suffix(".html")
+    html.write_text(f'<html><body style="margin:0;background:#000">{svg.read_text()}</body></html>')
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={png.resolve()}", f"--window-size={width},{height}", html.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    html.unlink()
+
+
+async def capture(size: tuple[int, int], runs_dir: Path) -> list[Path]:
+    app = CounLab(runs_dir=runs_dir)
+    shots = []
+    async with app.run_test(size=size) as pilot:
+        while app.setup_panel.dataset is None:
+            await pilot.pause(0.1)
+        sel = app.query_one("#forget-classes")
+        sel.deselect_all()
+        sel.select(3)
+        await pilot.pause()
+        app.setup_panel.set_hparams(epochs=2, batch_size=64)
+        await pilot.press("ctrl+r")
+        pane = app.panes()[0]
+        while pane.runlog.step < 0.6 * max(pane.runlog.total_steps, 10) and not pane.runlog.finished:
+            await pilot.pause(0.2)
+        await pilot.pause(0.5)
+        shots.append(Path(app.save_screenshot("lab-mid-run.svg", str(OUT))))
+        await app.workers.wait_for_complete()
+        await pilot.pause(1.0)
+        app.clear_notifications()
+        await pilot.pause(0.3)
+        shots.append(Path(app.save_screenshot("lab-finished.svg", str(OUT))))
+    return shots
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="160x48")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp) / "runs"
+        shutil.copytree(FIXTURE_RUNS, runs)
+        for svg in asyncio.run(capture(size, runs)):
+            png = svg.with_suffix(".png")
+            to_png(svg, png)
+            print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main()

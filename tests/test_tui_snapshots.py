@@ -1,0 +1,66 @@
+"""Snapshots of the lab's main screens (setup, mid-run, finished) at 80x24 and 160x48.
+
+Deterministic: the model is the shipped one, the runs directory is tests/fixtures/runs (recorded
+by scripts/make_tui_fixture.py, with fixed wall-clock values), and the run screens replay a
+recorded CoUn run rather than train live. Run from the repository root (paths are shown relative
+to it). Accept new pictures with `--snapshot-update` only after looking at them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from coun_tui.tui.app import CounLab
+
+FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "runs"
+COUN_RUN = FIXTURE_RUNS / "coun-digits-class3"
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+
+
+def mid_run_events() -> int:
+    """Events up to the middle of the last epoch: the run as it looked while training."""
+    lines = (COUN_RUN / "events.jsonl").read_text().splitlines()
+    epochs = [i for i, line in enumerate(lines) if '"kind":"epoch"' in line]
+    steps = [i for i, line in enumerate(lines) if '"kind":"step"' in line]
+    last_epoch_steps = [i for i in steps if i > epochs[-2]]
+    return last_epoch_steps[len(last_epoch_steps) // 2] + 1
+
+
+async def prepared(pilot) -> None:
+    app = pilot.app
+    while app.setup_panel.dataset is None:
+        await pilot.pause(0.1)
+    sel = app.query_one("#forget-classes")
+    sel.deselect_all()
+    sel.select(3)
+    for inp in app.query(Input):
+        inp.cursor_blink = False
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_setup_screen(snap_compare, size, digits_model):
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=prepared)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_mid_run_screen(snap_compare, size, digits_model):
+    async def run_before(pilot):
+        await prepared(pilot)
+        pilot.app.open_run(COUN_RUN, limit=mid_run_events())
+        await pilot.pause(0.5)
+
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_finished_screen(snap_compare, size, digits_model):
+    async def run_before(pilot):
+        await prepared(pilot)
+        pilot.app.open_run(COUN_RUN)
+        await pilot.pause(0.5)
+
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
