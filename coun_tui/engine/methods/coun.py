@@ -14,7 +14,7 @@ from coun_tui.engine.methods.base import Method
 class CoUn(Method):
     name = "coun"
     summary = "contrastive unlearning: retain CE + lambda * cross-view InfoNCE on penultimate features"
-    defaults = {"epochs": 10, "lr": 0.02, "lambda": 1.0, "tau": 0.1}
+    defaults = {"epochs": 10, "lr": 0.05, "lambda": 1.0, "tau": 0.1}  # lr: scripts/tune_digits_class3.sh
     always_cl = True
 
     def loss(self, ctx, batch, logits):

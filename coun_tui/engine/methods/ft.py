@@ -10,7 +10,7 @@ from coun_tui.engine.methods.base import Method
 class FineTune(Method):
     name = "ft"
     summary = "fine-tune on the retain set with cross-entropy"
-    defaults = {"epochs": 10, "lr": 0.02}
+    defaults = {"epochs": 10, "lr": 0.05}
 
     def loss(self, ctx, batch, logits):
         return {"ce": F.cross_entropy(logits, batch.y)}

@@ -19,7 +19,7 @@ class L1Sparse(Method):
     name = "l1-sparse"
     summary = "fine-tune with an L1 penalty on the weights that decays linearly to zero"
     # The paper applies the penalty over the first 4 epochs (Jia et al., "model sparsity").
-    defaults = {"epochs": 10, "lr": 0.02, "gamma": 5e-4, "l1_epochs": 4}
+    defaults = {"epochs": 10, "lr": 0.05, "gamma": 5e-4, "l1_epochs": 4}
 
     def loss(self, ctx, batch, logits):
         weight = l1_weight(float(self.hp["gamma"]), ctx.step,

@@ -10,7 +10,7 @@ from coun_tui.engine.methods.base import Method
 class NegGradPlus(Method):
     name = "neggrad+"
     summary = "descend on retain CE while ascending on forget CE, weighted by alpha"
-    defaults = {"epochs": 10, "lr": 0.02, "alpha": 0.99}
+    defaults = {"epochs": 10, "lr": 0.05, "alpha": 0.99}
     stream = "retain+forget"
 
     def loss(self, ctx, batch, logits):

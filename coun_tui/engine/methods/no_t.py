@@ -11,7 +11,7 @@ from coun_tui.engine.methods.base import Method
 class NegationOfTheFirstLayer(Method):
     name = "not"
     summary = "negate the first conv layer's weights, then fine-tune on the retain set"
-    defaults = {"epochs": 10, "lr": 0.02}
+    defaults = {"epochs": 10, "lr": 0.05}
 
     def setup(self, ctx):
         with torch.no_grad():
