@@ -13,3 +13,18 @@ def digits_model():
 
     assert DEFAULT_MODEL.is_file(), f"{DEFAULT_MODEL} is missing: run the command in models/README.md"
     return str(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def cli():
+    """Run `coun-lab ARGS...` in-process; returns the exit code."""
+    from coun_tui.cli import main
+
+    def invoke(*args):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            return exc.code
+        return 0
+
+    return invoke

@@ -8,20 +8,11 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from coun_tui.cli import main
 from coun_tui.engine.methods import all_methods
 
 
-def cli(*args):
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
 @pytest.mark.parametrize("method", list(all_methods()))
-def test_every_method_runs_end_to_end(method, digits_model, tmp_path):
+def test_every_method_runs_end_to_end(method, digits_model, tmp_path, cli):
     out = tmp_path / method
     extra = ["--epochs", 1] if method != "retrain" else ["--epochs", 2]
     assert cli("unlearn", "--model", digits_model, "--method", method, "--forget-class", "3",
@@ -38,7 +29,7 @@ def test_every_method_runs_end_to_end(method, digits_model, tmp_path):
         assert len(z["forget"]) == m["forget"]["n_forget"] and z["retain"].dtype.kind == "i"
 
 
-def test_metrics_match_an_independent_evaluation_and_gaps(digits_model, tmp_path, capsys):
+def test_metrics_match_an_independent_evaluation_and_gaps(digits_model, tmp_path, capsys, cli):
     ref, run = tmp_path / "retrain", tmp_path / "coun"
     assert cli("unlearn", "--model", digits_model, "--method", "retrain", "--forget-fraction", "0.1",
                "--seed", "1", "--epochs", "2", "--out", ref, "-q") == 0
@@ -60,7 +51,7 @@ def test_metrics_match_an_independent_evaluation_and_gaps(digits_model, tmp_path
     assert "another split" in capsys.readouterr().err
 
 
-def test_train_is_deterministic_and_eval_prints_metrics(tmp_path, capsys):
+def test_train_is_deterministic_and_eval_prints_metrics(tmp_path, capsys, cli):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for path in (a, b):
         assert cli("train", "--dataset", "digits", "--subset", "400", "--epochs", "2", "--out", path) == 0
@@ -76,7 +67,7 @@ def test_train_is_deterministic_and_eval_prints_metrics(tmp_path, capsys):
         assert key in out
 
 
-def test_bad_input_is_one_line(tmp_path, capsys):
+def test_bad_input_is_one_line(tmp_path, capsys, cli):
     assert cli("unlearn", "--model", tmp_path / "nope.safetensors", "--method", "ft", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.safetensors" in err and "\n" not in err
@@ -85,13 +76,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "cifar-10-batches-py" in err and "Traceback" not in err
 
 
-def test_bench_prints_throughput_rows(capsys):
+def test_bench_prints_throughput_rows(capsys, cli):
     assert cli("bench", "--image-size", "8", "--batch-size", "16", "--steps", "1") == 0
     out = capsys.readouterr().out
     assert "train step, fp32" in out and "img/s" in out and "speed-up" in out
 
 
-def test_methods_lists_every_method_with_defaults(capsys):
+def test_methods_lists_every_method_with_defaults(capsys, cli):
     assert cli("methods") == 0
     out = capsys.readouterr().out
     for name in all_methods():

@@ -3,18 +3,9 @@
 import json
 import shutil
 
-from coun_tui.cli import main
 from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.report import compare
 from coun_tui.engine.sweep import Sweep, execute
-
-
-def cli(*args):
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 class StopAfterRuns:
@@ -27,7 +18,7 @@ class StopAfterRuns:
         return self.flag
 
 
-def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys):
+def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys, cli):
     out = tmp_path / "sweep"
     args = ["sweep", "--model", digits_model, "--methods", "ft", "--cl-too", "--forget-fraction", "0.1",
             "--seeds", "0,1", "--set", "epochs=1", "--set", "retrain.epochs=2", "--out", out]

@@ -12,6 +12,8 @@ import pytest
 from coun_tui.engine import checkpoint
 from coun_tui.tui.app import CounLab
 from coun_tui.tui.help_screen import HelpScreen
+from coun_tui.tui.runlog import read_run
+from coun_tui.tui.widgets.dialogs import NoReferenceScreen
 from coun_tui.tui.widgets.plots import EmbeddingPlot, LossPlot
 from coun_tui.tui.widgets.run_pane import MetricsTable, RunPane
 
@@ -42,6 +44,15 @@ async def forget_classes(pilot, *classes: int) -> None:
     await pilot.pause()
 
 
+async def launch(pilot) -> None:
+    """ctrl+r; with no Retrain reference for the split the app offers to run one first: run anyway."""
+    await pilot.press("ctrl+r")
+    await pilot.pause()
+    if isinstance(pilot.app.screen, NoReferenceScreen):
+        await pilot.press("r")
+        await pilot.pause()
+
+
 def text_of(widget) -> str:
     """What a widget shows on screen now (its rendered lines)."""
     return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
@@ -61,7 +72,7 @@ async def test_coun_class3_live_saved_and_loadable(tmp_path, digits_model):
         await forget_classes(pilot, 3)
         assert "forget 146" in str(app.query_one("#counts").render())
         app.setup_panel.set_hparams(**FAST)
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         pane = single_pane(app)
         table, loss = pane.query_one(MetricsTable), pane.query_one(LossPlot)
         scatter = pane.query_one(EmbeddingPlot).query_one("#scatter")
@@ -90,6 +101,11 @@ async def test_coun_class3_live_saved_and_loadable(tmp_path, digits_model):
         assert "saved in" in str(pane.query_one("#where").render())
         for name in ("run.toml", "split.npz", "events.jsonl", "metrics.json", "model.safetensors"):
             assert (run_dir / name).is_file(), name
+        # The last embedding's features are kept, so t-SNE works on the run when it is reopened.
+        assert (run_dir / "embedding.npy").is_file()
+        replayed = read_run(run_dir)
+        assert replayed.embedding.features is not None
+        assert replayed.embedding.features.shape[0] == len(replayed.embedding.xy)
         model, meta = checkpoint.load(run_dir / "model.safetensors")
         assert meta["method"] == "coun" and meta["forget"]["classes"] == [3]
         assert model.num_classes == 10
@@ -110,7 +126,7 @@ async def test_cancel_mid_epoch_stops_within_a_step(tmp_path, digits_model):
         await ready(pilot)
         await forget_classes(pilot, 3)
         app.setup_panel.set_hparams(epochs=1, batch_size=16)  # 81 steps: the cancel lands mid-epoch
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         pane = single_pane(app)
         await wait_until(pilot, lambda: pane.runlog.step >= 2, 120, "training to start")
         seen = app._cancels[pane.run_id]
@@ -136,7 +152,7 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
         await forget_classes(pilot, 3)
         # 1. A diverging run: lr 1e9 makes the loss NaN/inf within a couple of steps.
         app.setup_panel.set_hparams(epochs=1, batch_size=64, lr="1e9")
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
         nan_pane = app.active_pane
@@ -147,7 +163,7 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
 
         # 2. An invalid hyperparameter: refused with one clear line, in its own pane.
         app.setup_panel.set_hparams(lr="0.02", epochs="abc")
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
         bad_pane = app.active_pane
@@ -160,7 +176,7 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
         app.query_one("#method", Select).value = "ga"
         await pilot.pause()
         app.setup_panel.set_hparams(**FAST)
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
         ok = app.active_pane
@@ -176,7 +192,7 @@ async def test_quit_cancels_running_work_and_waits(tmp_path, digits_model):
         await ready(pilot)
         await forget_classes(pilot, 3)
         app.setup_panel.set_hparams(epochs=1, batch_size=16)
-        await pilot.press("ctrl+r")
+        await launch(pilot)
         pane = single_pane(app)
         await wait_until(pilot, lambda: pane.runlog.step >= 1, 120, "training to start")
         run_dir = pane.runlog.run_dir

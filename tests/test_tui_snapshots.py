@@ -1,4 +1,4 @@
-"""Snapshots of the lab's main screens (setup, mid-run, finished) at 80x24 and 160x48.
+"""Snapshots of the lab's main screens (setup, mid-run, finished, comparison) at 80x24 and 160x48.
 
 Deterministic: the model is the shipped one, the runs directory is tests/fixtures/runs (recorded
 by scripts/make_tui_fixture.py, with fixed wall-clock values), and the run screens replay a
@@ -62,5 +62,20 @@ def test_finished_screen(snap_compare, size, digits_model):
         await prepared(pilot)
         pilot.app.open_run(COUN_RUN)
         await pilot.pause(0.5)
+
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_comparison_screen(snap_compare, size, digits_model):
+    """FT, CoUn and their Retrain reference side by side (tabs at 80x24), the table below."""
+
+    async def run_before(pilot):
+        await prepared(pilot)
+        for name in ("ft-digits-class3", "coun-digits-class3", "retrain-digits-class3"):
+            pilot.app.open_run(FIXTURE_RUNS / name)
+        await pilot.pause(0.5)
+        pilot.app._refresh_compare(force=True)
+        await pilot.pause(0.3)
 
     assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
