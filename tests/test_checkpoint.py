@@ -225,12 +225,20 @@ def test_atomic_save(tmp_path, monkeypatch, x):
     with pytest.raises(ValueError, match="dataset"):
         checkpoint.save(path, other, {k: v for k, v in META.items() if k != "dataset"})
 
-    def broken_save_file(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x08\x00\x00\x00partial")
-        raise OSError("disk full")
+    real_fdopen = os.fdopen
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save_file)
+    def fdopen_that_fills_the_disk(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        real_write = fh.write
+
+        def write(data):
+            real_write(data[:100])  # part of the file reaches the disk, then the disk is full
+            raise OSError("disk full")
+
+        fh.write = write
+        return fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen_that_fills_the_disk)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, other, META)
     monkeypatch.undo()

@@ -1,7 +1,6 @@
 """The headless commands, end to end on digits with the shipped model."""
 
 import json
-import math
 
 import numpy as np
 import pytest

@@ -8,10 +8,8 @@ files are read only with `torch.load(weights_only=True)`, so no pickled code eve
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import safetensors
@@ -19,6 +17,7 @@ import safetensors.torch
 import torch
 
 from . import UserError
+from .files import atomic_write
 from .model import ResNet18
 
 REQUIRED_KEYS = ("arch", "stem", "in_channels", "num_classes", "dataset", "subset", "mean", "std")
@@ -49,27 +48,10 @@ def save(path, model: torch.nn.Module, meta: dict, dtype: str = "float32") -> No
             t = t.to(STORED_DTYPES[dtype])
         tensors[name] = t.contiguous().clone()
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file is in the same directory so that os.replace is an atomic rename.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(tensors, tmp, metadata=encoded)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)  # data on disk before the rename makes it visible
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    # Serialised in memory, then written atomically: the old file survives any failure.
+    blob = safetensors.torch.save(tensors, metadata=encoded)
+    with atomic_write(path) as fh:
+        fh.write(blob)
 
 
 def load(path, device="cpu") -> tuple[ResNet18, dict]:
@@ -222,17 +204,3 @@ def _decode(raw: dict) -> dict:
 
 def _reorder(meta: dict) -> dict:
     return {**{k: meta.get(k) for k in REQUIRED_KEYS}, **meta}
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; directories cannot be opened this way on Windows.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

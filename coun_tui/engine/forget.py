@@ -47,7 +47,7 @@ class Split:
     forget: np.ndarray  # int64, sorted
 
     def save(self, path: str | Path) -> None:
-        from coun_tui.engine.runs import atomic_write
+        from coun_tui.engine.files import atomic_write
 
         with atomic_write(path) as fh:
             np.savez(fh, retain=self.retain, forget=self.forget)

@@ -5,11 +5,8 @@ metrics.json is written last, so its presence marks a finished run. Every write 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,27 +14,10 @@ from typing import Any, Iterator
 import tomli_w
 
 from coun_tui.engine import UserError, checkpoint
+from coun_tui.engine.files import atomic_write
 from coun_tui.engine.events import Done, Event, Failed, Cancelled, to_json
 from coun_tui.engine.forget import ForgetSpec, Split, make_split
 from coun_tui.engine.runner import Prepared, RunSpec, run
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb"):
-    """Write to a temporary file beside `path`, then rename over it; on error `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -146,3 +126,29 @@ def load_reference(path: str | Path, split: Split) -> dict[str, float]:
     if method != "retrain":
         raise UserError(f"reference {p} is a {method} run; the reference must be a Retrain run")
     return {k: float(ref[k]) for k in ("RA", "UA", "TA", "MIA")}
+
+
+LABELS_FILE = "labels.json"
+
+
+def read_labels(run_dir: str | Path) -> dict[str, Any]:
+    """A run's name and tags as a person gave them (labels.json); {"name": None, "tags": []} if none."""
+    try:
+        data = json.loads((Path(run_dir) / LABELS_FILE).read_text())
+    except (OSError, ValueError):
+        data = {}
+    name = data.get("name") if isinstance(data, dict) else None
+    tags = data.get("tags") if isinstance(data, dict) else None
+    return {"name": name if isinstance(name, str) and name else None,
+            "tags": [str(t) for t in tags] if isinstance(tags, list) else []}
+
+
+def write_labels(run_dir: str | Path, name: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:
+    """Set a run's name and/or tags (None leaves that one as it is); written atomically. Returns them."""
+    labels = read_labels(run_dir)
+    if name is not None:
+        labels["name"] = name.strip() or None
+    if tags is not None:
+        labels["tags"] = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    write_json(Path(run_dir) / LABELS_FILE, labels)
+    return labels

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from coun_tui.engine import UserError
-from coun_tui.engine.events import Done, Event
+from coun_tui.engine.events import Event
 from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.report import aggregate, load_run, render

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The paper's comparison on the shipped digits model: class 3 and 10% random forgetting, 3 seeds,
+# Retrain, FT, NegGrad+, l1-sparse, SalUn, NoT and CoUn, plus every baseline +CL.
+# Unlearning methods run 5 epochs with their `coun-lab methods` defaults; Retrain uses the
+# original model's recipe (30 epochs). Resumable: rerun to finish an interrupted sweep.
+set -euo pipefail
+coun-lab sweep --model models/resnet18-digits.safetensors \
+  --methods ft,neggrad+,l1-sparse,salun,not,coun --cl-too \
+  --forget-class 3 --forget-fraction 0.1 --seeds 0,1,2 \
+  --set epochs=5 --out results/sweep-digits "$@"
