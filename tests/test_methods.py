@@ -144,11 +144,11 @@ def test_plain_ce_flops_match_three_forward_passes_per_sample(digits_model):
 
 def test_bad_hyperparameters_and_missing_forget_set(digits_model):
     with pytest.raises(UserError, match="no hyperparameter"):
-        prepare(RunSpec(method="ft", model=digits_model, hparams={"alpha": 0.5}))
-    with pytest.raises(UserError, match="forget set"):
-        prepare(RunSpec(method="ga", model=digits_model))
+        prepare(RunSpec(method="ft", model=digits_model, forget=ForgetSpec(classes=[3]), hparams={"alpha": 0.5}))
+    with pytest.raises(UserError, match="nothing to forget"):
+        prepare(RunSpec(method="ga", model=digits_model, forget=ForgetSpec()))
     with pytest.raises(UserError, match="unknown method"):
-        prepare(RunSpec(method="magic", model=digits_model))
+        prepare(RunSpec(method="magic", model=digits_model, forget=ForgetSpec(classes=[3])))
 
 
 def test_nan_loss_fails_cleanly(digits_model):

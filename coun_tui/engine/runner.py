@@ -150,9 +150,8 @@ def prepare(spec: RunSpec) -> Prepared:
     split = make_split(spec.forget, dataset.train_y.numpy())
     if len(split.retain) < 2:
         raise UserError("the forget set covers (almost) the whole train split: nothing left to retain")
-    if method_cls.stream != "retain" and len(split.forget) == 0:
-        raise UserError(f"{method_cls.name} trains on the forget set, but none is chosen; "
-                        "pass --forget-class or --forget-fraction")
+    if spec.model and len(split.forget) == 0:
+        raise UserError("nothing to forget: pass --forget-class, --forget-fraction or --forget-indices")
     hparams = merged_hparams(method_cls, meta, spec.hparams)
     if model is None or method_cls.from_scratch:
         torch.manual_seed(spec.seed)
