@@ -1,7 +1,8 @@
 """Record the small runs that the TUI snapshot tests and screenshots replay (tests/fixtures/runs/).
 
-A Retrain of digits class 3 (the reference) and a CoUn run on the same split, both through
-engine.runs.record, exactly as the app records them. The checkpoints are dropped (45 MB each;
+A Retrain of digits class 3 (the reference), then a CoUn run and an FT run on the same split
+(both measured against that Retrain), all through engine.runs.record, exactly as the app
+records them. The checkpoints are dropped (45 MB each;
 replay needs only run.toml, split.npz, events.jsonl, metrics.json), and wall-clock fields are kept
 as recorded, so replays are deterministic. Run from the repository root:
 
@@ -25,12 +26,15 @@ def main() -> None:
     forget = ForgetSpec(classes=[3])
     retrain = OUT / "retrain-digits-class3"
     coun = OUT / "coun-digits-class3"
-    for d in (retrain, coun):
+    ft = OUT / "ft-digits-class3"
+    for d in (retrain, coun, ft):
         shutil.rmtree(d, ignore_errors=True)
     jobs = [
         (retrain, RunSpec(method="retrain", model=MODEL, forget=forget, hparams={"epochs": 4})),
         (coun, RunSpec(method="coun", model=MODEL, forget=forget, hparams={"epochs": 2, "batch_size": 64},
                        reference=str(retrain))),
+        (ft, RunSpec(method="ft", model=MODEL, forget=forget, hparams={"epochs": 2, "batch_size": 64},
+                     reference=str(retrain))),
     ]
     for out, spec in jobs:
         for event in record(prepare(spec), out):

@@ -1,9 +1,11 @@
-"""Write screenshots/lab-mid-run.png and screenshots/lab-finished.png from the app's own SVGs.
+"""Write screenshots/lab-mid-run.png, lab-finished.png and lab-compare.png from the app's own SVGs.
 
 A real CoUn run of digits class 3 (2 epochs, CPU is fine) is launched in the app, in a copy of
 tests/fixtures/runs so that a Retrain reference exists and the gaps fill in; the app's
-save_screenshot() SVGs are taken mid-run and at the end, then rendered to PNG by headless
-Chromium (apt-get install chromium). Run from the repository root:
+save_screenshot() SVGs are taken mid-run and at the end. Then the recorded FT run and the
+Retrain reference are opened beside it for the comparison view (panes side by side and the
+Table 1 comparison). Headless Chromium (apt-get install chromium) renders the SVGs to PNG.
+Run from the repository root:
 
     python scripts/screenshots.py [--size 160x48]
 """
@@ -49,7 +51,7 @@ async def capture(size: tuple[int, int], runs_dir: Path) -> list[Path]:
         sel.select(3)
         await pilot.pause()
         app.setup_panel.set_hparams(epochs=2, batch_size=64)
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+r")  # the copied fixtures hold the Retrain reference: no question asked
         pane = app.panes()[0]
         while pane.runlog.step < 0.6 * max(pane.runlog.total_steps, 10) and not pane.runlog.finished:
             await pilot.pause(0.2)
@@ -60,6 +62,15 @@ async def capture(size: tuple[int, int], runs_dir: Path) -> list[Path]:
         app.clear_notifications()
         await pilot.pause(0.3)
         shots.append(Path(app.save_screenshot("lab-finished.svg", str(OUT))))
+        for name in ("ft-digits-class3", "retrain-digits-class3"):
+            app.open_run(runs_dir / name)
+        app.set_compare_view(True)
+        app.activate_pane(pane.run_id)
+        await pilot.pause(1.0)
+        app.clear_notifications()
+        app._refresh_compare(force=True)
+        await pilot.pause(0.5)
+        shots.append(Path(app.save_screenshot("lab-compare.svg", str(OUT))))
     return shots
 
 

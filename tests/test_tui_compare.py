@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_tui_app import forget_classes, ready, wait_until
 
 from coun_tui.cli import main as cli_main
 from coun_tui.engine import report
@@ -19,9 +20,13 @@ from coun_tui.engine.runs import read_labels
 from coun_tui.tui.app import CounLab
 from coun_tui.tui.widgets.compare import COLUMNS as COLUMN_KEYS
 from coun_tui.tui.widgets.compare import ComparisonTable
-from coun_tui.tui.widgets.dialogs import ConfirmScreen, ExportScreen, NoReferenceScreen, PromptScreen
+from coun_tui.tui.widgets.dialogs import (
+    ConfirmScreen,
+    ExportScreen,
+    NoReferenceScreen,
+    PromptScreen,
+)
 from coun_tui.tui.widgets.history import HistoryScreen
-from test_tui_app import forget_classes, ready, wait_until
 
 FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "runs"
 NAMES = ("ft-digits-class3", "coun-digits-class3", "retrain-digits-class3")
@@ -108,7 +113,7 @@ async def test_three_runs_side_by_side_compare_export_restart(runs, tmp_path, ca
         assert cells["retrain-digits-class3"]["avg_gap"] == "-"
         assert "done · reference" in cells["retrain-digits-class3"]["state"]
         heading = str(app.query_one("#compare-head").render())
-        assert "forget class 3" in heading and "Retrain reference retrain-digits-class3" in heading
+        assert "forget class 3" in heading and "reference retrain-digits-class3" in heading
         # The best Avg. Gap (Retrain aside) is marked.
         best = min(NAMES[:2], key=lambda n: metrics(runs / n)["avg_gap"])
         table = app.compare_table
@@ -159,10 +164,8 @@ async def test_three_runs_side_by_side_compare_export_restart(runs, tmp_path, ca
         await pilot.press("g")
         assert isinstance(app.screen, PromptScreen)
         app.screen.query_one("Input").value = "paper, baseline"
-        print("FOCUS", app.focused, app.screen.focused)
         await pilot.press("enter")
         await pilot.pause(0.2)
-        print("AFTER", app.screen, app.focused)
         assert read_labels(runs / "coun-digits-class3") == {"name": "CoUn 2 epochs", "tags": ["paper", "baseline"]}
         await refreshed(pilot)
         assert "CoUn 2 epochs" in table_cells(app)["coun-digits-class3"]["run"]
@@ -246,7 +249,7 @@ async def test_queue_one_device_and_gaps_fill_in_when_retrain_finishes(tmp_path,
         cell = table_cells_by_id(app)[ga.run_id]
         for k in ("RA", "UA", "TA", "MIA"):
             assert cell[k] == f"{m[k]:.2f} ({abs(m[k] - ref[k]):.2f})"
-        assert "Retrain reference" in str(app.query_one("#compare-head").render())
+        assert f"reference {retrain.runlog.run_dir.name}" in str(app.query_one("#compare-head").render())
 
         # "Retrain first": the Retrain is queued before the run, both on this device.
         app.query_one("#method", Select).value = "coun"

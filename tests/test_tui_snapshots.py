@@ -29,6 +29,13 @@ def mid_run_events() -> int:
     return last_epoch_steps[len(last_epoch_steps) // 2] + 1
 
 
+async def settled(pilot) -> None:
+    """Let replayed panes draw and their tables size their columns (done when the app is idle)."""
+    await pilot.pause(0.5)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.3)
+
+
 async def prepared(pilot) -> None:
     app = pilot.app
     while app.setup_panel.dataset is None:
@@ -51,7 +58,7 @@ def test_mid_run_screen(snap_compare, size, digits_model):
     async def run_before(pilot):
         await prepared(pilot)
         pilot.app.open_run(COUN_RUN, limit=mid_run_events())
-        await pilot.pause(0.5)
+        await settled(pilot)
 
     assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
 
@@ -61,7 +68,7 @@ def test_finished_screen(snap_compare, size, digits_model):
     async def run_before(pilot):
         await prepared(pilot)
         pilot.app.open_run(COUN_RUN)
-        await pilot.pause(0.5)
+        await settled(pilot)
 
     assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
 
@@ -74,8 +81,8 @@ def test_comparison_screen(snap_compare, size, digits_model):
         await prepared(pilot)
         for name in ("ft-digits-class3", "coun-digits-class3", "retrain-digits-class3"):
             pilot.app.open_run(FIXTURE_RUNS / name)
-        await pilot.pause(0.5)
+        await settled(pilot)
         pilot.app._refresh_compare(force=True)
-        await pilot.pause(0.3)
+        await settled(pilot)
 
     assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)

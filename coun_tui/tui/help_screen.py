@@ -18,13 +18,18 @@ hyperparameters, then **run**. Training happens in the background; every run is 
 |---|---|
 | `ctrl+r` / `r` | run the method set up on the left |
 | `t` | launch Retrain on the same forget set beside it (the reference for gaps) |
-| `c` | cancel the run in the shown pane (stops within a step) |
+| `c` | cancel the run in the shown pane (stops within a step; a queued run never starts) |
+| `v` | compare view: every run side by side + the comparison table / one pane at a time |
+| `k` / `K` | sort the comparison by the next column / reverse (or click a header) |
+| `x` | export the comparison (Markdown, CSV, JSON) or the screen (SVG) |
+| `o` | run history: open saved runs (replay), rename, tag, delete |
+| `n` / `g` | rename / tag the shown run |
+| `delete` | delete the shown run (asks first) |
 | `e` | embedding: t-SNE of the latest epoch / back to PCA |
-| `o` | open a saved run (replays its events) |
 | `m` | choose another model |
-| `w` | close the shown pane |
+| `w` | close the shown pane (the run stays saved) |
 | `s` | show / hide the setup panel |
-| `[` `]` | previous / next run pane |
+| `[` `]` | previous / next run pane (or click a pane, a tab, a table row) |
 | `d` | light / dark theme |
 | `ctrl+p` | command palette (every action) |
 | `?` | this help |
@@ -40,8 +45,18 @@ hyperparameters, then **run**. Training happens in the background; every run is 
 - **embedding**: penultimate features of probe points; retain points coloured by class,
   forget points drawn as `x`.
 
-Runs are written to the runs directory: `run.toml`, `split.npz`, `events.jsonl`, and when done
-`model.safetensors` and `metrics.json`.
+## Comparing runs
+Open several runs (launch them, or `o` and mark with space) and they sit side by side; the
+table below them is the paper's Table 1: RA, UA, TA, MIA with their gap to Retrain in
+brackets, **Avg. Gap**, PFLOPs and wall time; the best per column (Retrain aside) is bold green.
+A run still going shows its latest probe numbers, dimmed. Runs on one device queue (one trains,
+the others wait: *queued*); runs on different devices train at once. With no Retrain on the
+split, `ctrl+r` offers to run it first; gaps fill in when it finishes. Exports are the same text
+as `coun-lab compare RUN_DIR...` for the finished runs, in the order shown.
+
+Runs are written to the runs directory: `run.toml`, `split.npz`, `events.jsonl`,
+`embedding.npy` (for t-SNE later), `labels.json` (name, tags), and when done
+`model.safetensors` and `metrics.json`. The panes open when you quit come back next time.
 """
 
 

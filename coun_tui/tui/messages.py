@@ -61,3 +61,12 @@ class TsneReady(Message):
     def __init__(self, run_id: str, epoch: int, xy: Any, error: str = "") -> None:
         super().__init__()
         self.run_id, self.epoch, self.xy, self.error = run_id, epoch, xy, error
+
+
+class RunStatus(Message):
+    """A run's state before it trains: "queued" (its device is busy; `note` says behind what) or
+    "preparing" (it got its device)."""
+
+    def __init__(self, run_id: str, status: str, note: str = "") -> None:
+        super().__init__()
+        self.run_id, self.status, self.note = run_id, status, note

@@ -7,12 +7,23 @@ same object for every open run.
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Event, Failed, Started, Step, from_json
+import tomllib
+
+from coun_tui.engine.events import (
+    Cancelled,
+    Done,
+    Embedding,
+    EpochMetrics,
+    Event,
+    Failed,
+    Started,
+    Step,
+    from_json,
+)
 
 METRICS = ("RA", "UA", "TA", "MIA")
 # Which way is better for a metric when there is no Retrain reference to measure a gap against.
@@ -26,7 +37,8 @@ class RunLog:
     title: str = ""
     run_dir: Path | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # run.toml as a dict, when known
-    status: str = "preparing"  # preparing | running | done | failed | cancelled | incomplete
+    status: str = "preparing"  # queued | preparing | running | done | failed | cancelled | incomplete
+    queue_note: str = ""  # while queued: what it waits for
     started: Started | None = None
     steps: list[int] = field(default_factory=list)
     losses: dict[str, list[float]] = field(default_factory=dict)  # component -> values, aligned to steps
@@ -37,6 +49,7 @@ class RunLog:
     reason: str = ""  # why it failed
     cancelled_at: int | None = None
     reference: dict[str, float] | None = None  # Retrain metrics found after the run started (gaps fill in)
+    labels: dict[str, Any] = field(default_factory=lambda: {"name": None, "tags": []})  # labels.json
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Started):
@@ -133,7 +146,26 @@ def read_run(run_dir: str | Path, limit: int | None = None) -> RunLog:
             log.apply(from_json(line))
     if not log.finished and limit is None:
         log.status = "incomplete"  # no verdict written: interrupted (or still running elsewhere)
+    if limit is None and log.embedding is not None:
+        log.embedding.features = read_features(run_dir, len(log.embedding.xy))
+    from coun_tui.engine.runs import read_labels
+
+    log.labels = read_labels(run_dir)
     return log
+
+
+EMBEDDING_FILE = "embedding.npy"  # the last Embedding's raw features, written by the app's worker
+
+
+def read_features(run_dir: Path, n: int):
+    """The saved features of the last embedding (for t-SNE of a reopened run), if they match."""
+    import numpy as np
+
+    try:
+        feats = np.load(run_dir / EMBEDDING_FILE)
+    except (OSError, ValueError):
+        return None
+    return feats.astype("float32") if feats.ndim == 2 and len(feats) == n else None
 
 
 def describe_spec(spec: dict[str, Any], class_names: list[str] | None = None) -> str:
@@ -180,3 +212,13 @@ def find_reference(runs_dir: Path, dataset: str, split) -> Path | None:
         if _SPLIT_CACHE[key].same_as(split):
             return run
     return None
+
+
+def write_features(run_dir: Path, features) -> None:
+    """Keep the latest embedding's features (float16, ~0.5 MB) so t-SNE works on a reopened run."""
+    import numpy as np
+
+    from coun_tui.engine.files import atomic_write
+
+    with atomic_write(Path(run_dir) / EMBEDDING_FILE) as fh:
+        np.save(fh, np.asarray(features, dtype=np.float16))

@@ -1,4 +1,6 @@
-"""Modal pickers: a checkpoint to unlearn, or a saved run to reopen. Both take a typed path too."""
+"""Modal picker of a checkpoint to unlearn (shipped models, saved runs' checkpoints) or a typed path.
+
+Saved runs are reopened from the run history (widgets/history.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from coun_tui.engine import paths
-from coun_tui.tui.runlog import describe_spec, read_metrics
 from coun_tui.tui.widgets.run_pane import short_path
 
 
@@ -64,27 +65,4 @@ class ModelPicker(_Picker):
             model = run / "model.safetensors"
             if model.is_file():
                 opts.append(Option(f"{run.name}/model.safetensors  [dim]saved run[/]", id=str(model)))
-        return opts
-
-
-class RunPicker(_Picker):
-    """Saved runs, newest first, with their state; opening one replays its events into a pane."""
-
-    TITLE_TEXT = "Open a saved run"
-    PLACEHOLDER = "path to a run directory, then enter"
-
-    def __init__(self, runs_dir: Path) -> None:
-        super().__init__()
-        self.runs_dir = runs_dir
-
-    def options(self) -> list[Option]:
-        opts = []
-        for run in paths.saved_runs(self.runs_dir):
-            status = paths.run_status(run)
-            m = read_metrics(run)
-            extra = f" · Avg.Gap {m['avg_gap']:.2f}" if m and m.get("avg_gap") is not None else ""
-            colour = {"done": "green", "failed": "red", "cancelled": "yellow"}.get(status, "yellow")
-            opts.append(Option(f"{run.name}  [{colour}]{status}[/][dim]{extra}[/]", id=str(run)))
-        if not opts:
-            opts.append(Option(f"[dim]no saved runs in {short_path(self.runs_dir)}[/]", disabled=True))
         return opts

@@ -18,8 +18,8 @@ from coun_tui.engine.events import Event, Step
 from coun_tui.tui.runlog import METRICS, RunLog
 from coun_tui.tui.widgets.plots import EmbeddingPlot, LossPlot
 
-REDRAW_SECONDS = 0.3  # at most ~3 chart redraws a second per pane
-STATUS_STYLE = {"preparing": "yellow", "running": "bold cyan", "done": "bold green",
+REDRAW_SECONDS = 0.5  # at most 2 chart redraws a second per pane (a plotext build costs tens of ms)
+STATUS_STYLE = {"queued": "magenta", "preparing": "yellow", "running": "bold cyan", "done": "bold green",
                 "failed": "bold red", "cancelled": "bold yellow", "incomplete": "yellow"}
 
 
@@ -62,10 +62,16 @@ class MetricsTable(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for name in self.COLUMNS:
-            self.add_column(name, key=name)
+        self._ensure_columns()
+
+    def _ensure_columns(self) -> None:
+        # The pane may draw before this table's own Mount is handled: columns first, always.
+        if not self.columns:
+            for name in self.COLUMNS:
+                self.add_column(name, key=name)
 
     def draw(self, log: RunLog) -> None:
+        self._ensure_columns()
         self.clear()
         prev: dict[str, float] | None = None
         rows = [(str(e.epoch), e.metrics, log.gap(e.metrics, e.gap)) for e in sorted(log.epochs, key=lambda e: e.epoch)]
@@ -150,6 +156,13 @@ class RunPane(Vertical):
         self.runlog.reference = reference
         self._dirty.add("epochs")
 
+    def set_labels(self, labels: dict) -> None:
+        self.runlog.labels = labels
+        self._dirty.add("all")
+
+    def on_click(self) -> None:
+        self.app.activate_pane(self.run_id)  # type: ignore[attr-defined]
+
     def show_tsne(self, epoch: int | None, xy) -> None:
         self.tsne = None if epoch is None else (epoch, xy)
         self._dirty.add("embedding")
@@ -157,6 +170,9 @@ class RunPane(Vertical):
     # --- drawing ------------------------------------------------------------------------------
 
     def flush(self) -> None:
+        # A hidden pane (another tab is shown) keeps its dirt until it is shown again.
+        if not self.is_mounted or not self.display:
+            return
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return
@@ -173,9 +189,18 @@ class RunPane(Vertical):
 
     def _draw_head(self) -> None:
         log = self.runlog
-        self.query_one("#title", Static).update(Text(log.title or self.run_id, style="bold"))
+        title = Text(log.title or self.run_id, style="bold")
+        if log.labels.get("name"):
+            title = Text.assemble((log.labels["name"], "bold"), ("  " + (log.title or ""), "dim"))
+        for tag in log.labels.get("tags") or []:
+            title.append(f" #{tag}", style="magenta")
+        self.query_one("#title", Static).update(title)
         status = log.status
-        if status == "cancelled":
+        if status == "queued":
+            status = f"queued{' · ' + log.queue_note if log.queue_note else ''}"
+        elif status == "cancelled" and log.cancelled_at == 0 and not log.started:
+            status = "cancelled before it started"
+        elif status == "cancelled":
             status = f"cancelled at step {log.cancelled_at}"
         elif status == "running" and not self.live:
             status = "running (replay)"
@@ -187,7 +212,8 @@ class RunPane(Vertical):
             where += f"  ({', '.join(kept)})" if kept else ""
         self.query_one("#where", Static).update(Text(where, style="dim"))
         bar = self.query_one("#bar", ProgressBar)
-        bar.update(total=log.total_steps or None, progress=log.step)
+        # Indeterminate (animated) only while loading; a queued or failed run shows an empty bar.
+        bar.update(total=log.total_steps or (None if log.status == "preparing" else 1), progress=log.step)
         parts = []
         if log.started:
             s = log.last_step
@@ -202,6 +228,8 @@ class RunPane(Vertical):
             parts.append(log.started.device)
         elif log.status == "preparing":
             parts.append("loading the model and data…")
+        elif log.status == "queued":
+            parts.append("waits for its device: starts when the run before it ends (c cancels)")
         self.query_one("#stats", Static).update(" · ".join(parts))
         error = self.query_one("#error", Static)
         error.display = log.status == "failed"

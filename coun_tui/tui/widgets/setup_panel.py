@@ -210,7 +210,7 @@ class SetupPanel(VerticalScroll):
 
     def overrides(self) -> dict[str, str]:
         out = {}
-        for inp in self.query(f"Input.hp"):
+        for inp in self.query("Input.hp"):
             if not inp.id or not inp.id.endswith(f"-{self._hp_generation}"):
                 continue
             if inp.value.strip() != str(self._defaults.get(inp.name)):
