@@ -167,7 +167,7 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
         await pilot.pause(0.5)
         bad_pane = app.active_pane
         assert bad_pane is not nan_pane and bad_pane.runlog.status == "failed"
-        assert "epochs" in bad_pane.runlog.reason and "expected a int" in bad_pane.runlog.reason
+        assert "epochs" in bad_pane.runlog.reason and "expected an integer" in bad_pane.runlog.reason
 
         # 3. The app is still usable: a cheap real run (GA on the forget set) finishes.
         from textual.widgets import Select

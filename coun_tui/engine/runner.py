@@ -107,7 +107,8 @@ def merged_hparams(method_cls: type[Method], meta: dict, overrides: dict) -> dic
         try:
             hp[key] = type(default)(value) if default is not None and not isinstance(default, bool) else value
         except (TypeError, ValueError):
-            raise UserError(f"--{key.replace('_', '-')} {value!r}: expected a {type(default).__name__}") from None
+            kind = {int: "an integer", float: "a number"}.get(type(default), "text")
+            raise UserError(f"--{key.replace('_', '-')} {value!r}: expected {kind}") from None
     for key in ("epochs", "batch_size"):
         if int(hp[key]) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")
