@@ -228,27 +228,6 @@ def tui(model: Optional[str] = typer.Option(None, "--model", help="checkpoint to
     run_app(model=model, dataset=dataset, data_root=data_root, runs_dir=runs_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        app(args=argv or ["tui"], prog_name="coun-lab", standalone_mode=False)
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like: one line, no traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-
-
 @app.command()
 def compare(runs: list[Path] = typer.Argument(..., help="finished run directories"),
             fmt: str = typer.Option("md", "--format", help="md, csv or json"),
@@ -336,3 +315,16 @@ def bench(device: str = DEVICE,
     typer.echo(f"device {dev}, ResNet-18 (CIFAR stem), batch {batch_size}, {image_size}x{image_size}x1")
     for name, value, unit in run_bench(dev, image_size, 1, batch_size, steps):
         typer.echo(f"{name:<45} {value:10.2f} {unit}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Usage errors are click's (a usage line, exit 2); bad input is one `error:` line, exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=argv or ["tui"], prog_name="coun-lab")
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

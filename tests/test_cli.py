@@ -73,6 +73,9 @@ def test_bad_input_is_one_line(tmp_path, capsys, cli):
     assert cli("train", "--dataset", "cifar10", "--data-root", tmp_path, "--out", tmp_path / "m.safetensors") == 2
     err = capsys.readouterr().err.strip()
     assert "cifar-10-batches-py" in err and "Traceback" not in err
+    assert cli("unlearn", "--model", "x.safetensors") == 2  # a usage error: click's message, no traceback
+    err = capsys.readouterr().err
+    assert "--method" in err and "Traceback" not in err
 
 
 def test_bench_prints_throughput_rows(capsys, cli):
