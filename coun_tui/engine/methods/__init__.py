@@ -26,9 +26,12 @@ def get(name: str) -> type[Method]:
 def all_methods() -> dict[str, type[Method]]:
     """Every method: the paper's order first, then any others by name."""
     _load_all()
-    order = {m.replace("_", "-"): i for i, m in enumerate(ORDER)} | {"neggrad+": ORDER.index("neggrad_plus"),
-                                                                   "not": ORDER.index("no_t")}
-    return dict(sorted(REGISTRY.items(), key=lambda kv: (order.get(kv[0], len(ORDER)), kv[0])))
+
+    def rank(cls):
+        module = cls.__module__.rsplit(".", 1)[-1]
+        return (ORDER.index(module) if module in ORDER else len(ORDER), cls.name)
+
+    return {cls.name: cls for cls in sorted(REGISTRY.values(), key=rank)}
 
 
 def _load_all() -> None:
