@@ -56,7 +56,9 @@ def table_cells(app) -> dict[str, dict[str, str]]:
 
 def cli_compare(capsys, dirs: list[Path], fmt: str, sort: str | None = None) -> str:
     capsys.readouterr()
-    cli_main(["compare", *map(str, dirs), "--format", fmt, *(["--sort", sort] if sort else [])])
+    with pytest.raises(SystemExit) as exit_:  # click's standalone mode always exits
+        cli_main(["compare", *map(str, dirs), "--format", fmt, *(["--sort", sort] if sort else [])])
+    assert exit_.value.code == 0
     return capsys.readouterr().out
 
 
