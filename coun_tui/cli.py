@@ -189,11 +189,13 @@ def evaluate(model: str = typer.Option(..., "--model", help="checkpoint to evalu
              forget_indices: Optional[str] = FORGET_INDICES, seed: int = SEED,
              dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT,
              reference: Optional[str] = REFERENCE, device: str = DEVICE,
+             precision: str = typer.Option("auto", "--precision", help="auto, bf16 or fp32"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """RA, UA, TA and MIA of a checkpoint on the full sets (and gaps to a Retrain reference)."""
     from coun_tui.engine.runner import RunSpec, evaluate_checkpoint
 
     spec = RunSpec(model=model, dataset=dataset, data_root=data_root, seed=seed, device=device,
+                   precision=precision,
                    forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
                                       _class_index_for(model, dataset, data_root)),
                    reference=reference)
@@ -231,11 +233,13 @@ def tui(model: Optional[str] = typer.Option(None, "--model", help="checkpoint to
 @app.command()
 def compare(runs: list[Path] = typer.Argument(..., help="finished run directories"),
             fmt: str = typer.Option("md", "--format", help="md, csv or json"),
-            sort: Optional[str] = typer.Option(None, "--sort", help="column to sort by, e.g. avg_gap")):
+            sort: Optional[str] = typer.Option(None, "--sort", help="column to sort by, e.g. avg_gap"),
+            reference: Optional[str] = typer.Option(
+                None, "--reference", help="Retrain run: measure every run's gaps against it")):
     """Print a comparison table of finished runs (the paper's Table 1 layout)."""
     from coun_tui.engine.report import compare as compare_runs
 
-    typer.echo(compare_runs(runs, fmt, sort), nl=False)
+    typer.echo(compare_runs(runs, fmt, sort, reference), nl=False)
 
 
 @app.command()
@@ -269,6 +273,8 @@ def sweep(model: str = typer.Option(..., "--model"),
         if not sep:
             fail(f"--set {item!r}: expected METHOD.KEY=VALUE or KEY=VALUE")
         method, _, name = key.rpartition(".")
+        if method and method.removesuffix("+cl") not in [m.strip() for m in methods.split(",")] + ["retrain"]:
+            fail(f"--set {item!r}: {method!r} is not one of this sweep's methods ({methods})")
         hparams.setdefault(method or "*", {})[name.replace("-", "_")] = _parse_value(value)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+from pathlib import Path
+
+import pytest
 
 from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.report import compare
@@ -45,6 +48,12 @@ def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys, cl
             {k: v for k, v in fresh.items() if "seconds" not in k}
     capsys.readouterr()
 
+    # Other settings into the same --out are refused before anything runs or is deleted.
+    assert cli(*[a if a != "epochs=1" else "epochs=2" for a in args]) == 2
+    err = capsys.readouterr().err
+    assert "was made with other settings (hparams:" in err and "rerun with the same options" in err
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
     # The comparison table of one seed's runs, from the CLI and the library, agree.
     seed0 = sorted((out / "random-10pct" / "seed-0").iterdir())
     assert cli("compare", *seed0, "--format", "csv") == 0
@@ -60,3 +69,31 @@ def test_cancelled_sweep_leaves_no_finished_table_rows_it_did_not_run(digits_mod
             token.flag = True
     assert not (tmp_path / "s" / "class-3" / "seed-0" / "retrain" / "metrics.json").exists()
     shutil.rmtree(tmp_path / "s")
+
+
+def test_set_for_a_method_outside_the_sweep_is_refused(digits_model, tmp_path, capsys, cli):
+    out = tmp_path / "sweep"
+    assert cli("sweep", "--model", digits_model, "--methods", "ft,l1-sparse", "--forget-class", "3",
+               "--set", "l1_sparse.gamma=1e-3", "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'l1_sparse' is not one of this sweep's methods" in err
+    assert not out.exists()
+
+
+def test_compare_with_reference_fills_gaps_a_run_did_not_record(tmp_path, capsys, cli):
+    fixtures = Path(__file__).parent / "fixtures" / "runs"
+    run = tmp_path / "coun"
+    shutil.copytree(fixtures / "coun-digits-class3", run)
+    recorded = json.loads((run / "metrics.json").read_text())
+    stripped = {k: v for k, v in recorded.items() if k not in ("gap", "avg_gap")}
+    (run / "metrics.json").write_text(json.dumps(stripped))
+
+    assert cli("compare", run, "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)[0]["avg_gap"] is None
+    assert cli("compare", run, "--format", "json", "--reference", fixtures / "retrain-digits-class3") == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["avg_gap"] == pytest.approx(recorded["avg_gap"])
+    assert row["gap_UA"] == pytest.approx(recorded["gap"]["UA"])
+
+    assert cli("compare", run, "--reference", fixtures / "ft-digits-class3") == 2
+    assert "the reference must be a Retrain run" in capsys.readouterr().err

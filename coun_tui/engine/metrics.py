@@ -17,9 +17,12 @@ METRICS = ("RA", "UA", "TA", "MIA")
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size: int = 512, autocast=None,
+def predict(model, x: torch.Tensor, batch_size: int | None = None, autocast=None,
             want_features: bool = False):
     """Softmax probabilities (float32, on the CPU) and optionally penultimate features."""
+    # 128 is the fastest CPU batch for ResNet-18 on 28x28 (301 fp32 / 944 bf16 img/s against
+    # 222 / 672 at 1024); GPUs want big batches.
+    batch_size = batch_size or (128 if x.device.type == "cpu" else 1024)
     was_training = model.training
     model.eval()
     probs, feats = [], []

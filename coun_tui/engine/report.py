@@ -109,8 +109,20 @@ def render(rows: list[dict[str, Any]], fmt: str = "md") -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(run_dirs: list[str | Path], fmt: str = "md", sort: str | None = None) -> str:
-    rows = [row_of(load_run(d)) for d in run_dirs]
+def compare(run_dirs: list[str | Path], fmt: str = "md", sort: str | None = None,
+            reference: str | Path | None = None) -> str:
+    """The runs as one table; with a Retrain `reference`, every run's gaps are measured against it
+    (for runs made before their Retrain existed, which recorded no gaps)."""
+    runs = [load_run(d) for d in run_dirs]
+    if reference is not None:
+        from coun_tui.engine.forget import Split
+        from coun_tui.engine.metrics import gaps
+        from coun_tui.engine.runs import load_reference
+
+        for run_dir, m in zip(run_dirs, runs):
+            ref = load_reference(reference, Split.load(Path(run_dir) / "split.npz"))
+            m["gap"], m["avg_gap"] = gaps(m, ref)
+    rows = [row_of(m) for m in runs]
     if sort:
         if sort not in rows[0]:
             raise UserError(f"cannot sort by {sort!r}; use one of: {', '.join(rows[0])}")

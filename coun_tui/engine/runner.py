@@ -167,7 +167,7 @@ def prepare(spec: RunSpec) -> Prepared:
 
 
 def evaluate_checkpoint(spec: RunSpec) -> tuple[dict[str, Any], Split, dict[str, Any]]:
-    """Full-set RA, UA, TA, MIA (+ gaps with a reference) of spec.model, in float32.
+    """Full-set RA, UA, TA, MIA (+ gaps with a reference) of spec.model, at spec.precision.
 
     Without forget flags, an unlearned checkpoint is evaluated on its own recorded forget set.
     """
@@ -179,7 +179,7 @@ def evaluate_checkpoint(spec: RunSpec) -> tuple[dict[str, Any], Split, dict[str,
     device = resolve_device(spec.device)
     data = data_mod.prepare(dataset, meta["mean"], meta["std"], device)
     model.to(device)
-    result = evaluate_split(model, data, split, forget)
+    result = evaluate_split(model, data, split, forget, autocast_for(device, spec.precision))
     if spec.reference:
         from coun_tui.engine.runs import load_reference
 
@@ -198,13 +198,23 @@ def test_rows(test_y: torch.Tensor, forget: ForgetSpec) -> np.ndarray:
     return np.flatnonzero(~np.isin(labels, forget.classes)) if forget.classes else np.arange(len(labels))
 
 
-def evaluate_split(model, data: data_mod.DeviceData, split: Split, forget: ForgetSpec) -> dict[str, float]:
-    """The final, full-set evaluation: float32 (no autocast), the same for runs and `coun-lab eval`."""
+def evaluate_split(model, data: data_mod.DeviceData, split: Split, forget: ForgetSpec,
+                   autocast=None) -> dict[str, float]:
+    """The final, full-set evaluation, the same for runs and `coun-lab eval`.
+
+    It runs under the run's precision: on a CPU with bf16 support, inference in fp32 is 3x slower
+    (290 vs 970 img/s) and the shipped Fashion-MNIST model's TA is 90.33% either way (14 of 10,000
+    predictions differ). `--precision fp32` gives a pure float32 evaluation.
+    """
     device = data.train_x.device
     r, f = (torch.from_numpy(a).to(device) for a in (split.retain, split.forget))
     t = torch.from_numpy(test_rows(data.test_y, forget)).to(device)
-    return metrics.evaluate(model, data.train_x[r], data.train_y[r], data.train_x[f], data.train_y[f],
-                            data.test_x[t], data.test_y[t], seed=forget.seed)
+    model.to(memory_format=torch.channels_last)
+    try:
+        return metrics.evaluate(model, data.train_x[r], data.train_y[r], data.train_x[f], data.train_y[f],
+                                data.test_x[t], data.test_y[t], autocast=autocast, seed=forget.seed)
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
 
 
 def run(prep: Prepared, cancel=None) -> Iterator[Event]:
@@ -370,8 +380,7 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
             yield Step(ctx.step, epoch + 1, values, lr, images, ctx.flops.total, time.perf_counter() - start)
         yield from _epoch_events(prep, probes, epoch + 1)
 
-    model.to(memory_format=torch.contiguous_format)
-    final = evaluate_split(model, data, prep.split, prep.spec.forget)
+    final = evaluate_split(model, data, prep.split, prep.spec.forget, autocast)
     gap, avg = metrics.gaps(final, prep.reference) if len(forget) else (None, None)
     yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total)
 

@@ -18,7 +18,7 @@ from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.report import aggregate, load_run, render
 from coun_tui.engine.runner import RunSpec, prepare
-from coun_tui.engine.runs import atomic_write, record
+from coun_tui.engine.runs import atomic_write, read_spec, record, spec_to_dict
 
 
 @dataclass
@@ -73,6 +73,9 @@ def execute(sweep: Sweep, cancel=None,
             on_start: Callable[[int, int, Path], None] | None = None) -> Iterator[tuple[Path, Event]]:
     """Run what is not finished yet; a half-finished run directory is cleared and redone."""
     plan = sweep.runs()
+    for run_dir, spec in plan:
+        if (run_dir / "metrics.json").is_file():
+            _check_same_settings(run_dir, spec)
     for i, (run_dir, spec) in enumerate(plan):
         if (run_dir / "metrics.json").is_file():
             continue
@@ -88,6 +91,25 @@ def execute(sweep: Sweep, cancel=None,
         for event in record(prepare(spec), run_dir, cancel):
             yield run_dir, event
     write_tables(sweep)
+
+
+def _check_same_settings(run_dir: Path, planned: RunSpec) -> None:
+    """A finished run is reused only if it was made as this sweep would make it now."""
+    def settings(spec: RunSpec) -> dict[str, Any]:
+        d = spec_to_dict(spec)
+        for key in ("device", "data_root"):  # where it ran and where files sit do not change a run
+            d.pop(key, None)
+        for key in ("model", "reference"):  # the same file however the path was spelled
+            if key in d:
+                d[key] = str(Path(d[key]).resolve())
+        return d
+
+    done, want = settings(read_spec(run_dir)), settings(planned)
+    if done != want:
+        diff = ", ".join(f"{k}: {done.get(k)!r} there, {want.get(k)!r} now"
+                         for k in sorted(set(done) | set(want)) if done.get(k) != want.get(k))
+        raise UserError(f"{run_dir} was made with other settings ({diff}); "
+                        "rerun with the same options, or give another --out")
 
 
 def write_tables(sweep: Sweep) -> dict[str, Any]:
