@@ -128,6 +128,10 @@ def test_cl_changes_the_loss_and_nothing_else(digits_model):
     for p, q in zip(plain.model.parameters(), zero.model.parameters()):
         assert torch.equal(p, q)  # lambda = 0: the very same training
     assert any(not torch.equal(p, q) for p, q in zip(plain.model.parameters(), cl.model.parameters()))
+    coun, ev_coun = events_of(digits_model, "coun", **kw)  # CoUn is FT+CL, as the paper defines it
+    assert [e.losses for e in steps(ev_coun)] == [e.losses for e in steps(ev_cl)]
+    for p, q in zip(cl.model.parameters(), coun.model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_plain_ce_flops_match_three_forward_passes_per_sample(digits_model):
