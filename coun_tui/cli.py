@@ -313,14 +313,16 @@ def bench(device: str = DEVICE,
           image_size: int = typer.Option(28, "--image-size"),
           batch_size: int = typer.Option(128, "--batch-size"),
           steps: int = typer.Option(5, "--steps")):
-    """Measure training-step throughput of the default path (bf16, channels_last) vs plainer ones."""
+    """Training-step and inference throughput of the default path (bf16, channels_last) vs plainer ones."""
     from coun_tui.engine.bench import run_bench
     from coun_tui.engine.runner import resolve_device
 
     dev = resolve_device(device)
     typer.echo(f"device {dev}, ResNet-18 (CIFAR stem), batch {batch_size}, {image_size}x{image_size}x1")
-    for name, value, unit in run_bench(dev, image_size, 1, batch_size, steps):
-        typer.echo(f"{name:<45} {value:10.2f} {unit}")
+    rows = run_bench(dev, image_size, 1, batch_size, steps)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, unit in rows:
+        typer.echo(f"{name:<{width}} {value:10.2f} {unit}")
 
 
 def main(argv: list[str] | None = None) -> None:

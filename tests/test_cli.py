@@ -82,6 +82,7 @@ def test_bench_prints_throughput_rows(capsys, cli):
     assert cli("bench", "--image-size", "8", "--batch-size", "16", "--steps", "1") == 0
     out = capsys.readouterr().out
     assert "train step, fp32" in out and "img/s" in out and "speed-up" in out
+    assert "inference + channels_last, fp32" in out
 
 
 def test_methods_lists_every_method_with_defaults(capsys, cli):

@@ -1,4 +1,5 @@
-"""`coun-lab bench`: measured training-step throughput of the default path against plainer ones.
+"""`coun-lab bench`: measured training-step and inference throughput of the default path against
+plainer ones.
 
 Ratios are measured in one run, so they hold on a noisy machine where absolute numbers do not.
 """
@@ -40,6 +41,21 @@ def _step_rate(model, x, y, autocast, channels_last: bool, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - start)
 
 
+@torch.no_grad()
+def _infer_rate(model, x, autocast, steps: int) -> float:
+    model.eval().to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast():
+        model(x)  # warm-up
+    _sync(x.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        with autocast():
+            model(x)
+    _sync(x.device)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -69,4 +85,9 @@ def run_bench(device: torch.device, image_size: int = 28, channels: int = 1, bat
     _sync(device)
     rows.append(("batched augmentation (crop + flip)", 20 * batch_size / (time.perf_counter() - start), "img/s"))
     base = rows[0][1]
-    return rows + [(f"speed-up of {name} over fp32", value / base, "x") for name, value, unit in rows[1:len(configs)]]
+    rows += [(f"speed-up of {name} over fp32", value / base, "x") for name, value, unit in rows[1:len(configs)]]
+    # The final full-set evaluation's path (channels_last, the run's precision).
+    infer = [("fp32", nullcontext)] + ([("bf16 (default)", bf16)] if bf16 is not nullcontext else [])
+    rates = [(name, _infer_rate(model, x, ac, steps)) for name, ac in infer]
+    rows += [(f"inference + channels_last, {name}", rate, "img/s") for name, rate in rates]
+    return rows + [(f"speed-up of inference, {name} over fp32", rate / rates[0][1], "x") for name, rate in rates[1:]]
