@@ -27,5 +27,6 @@ for setting in "$@"; do
   done
   coun-lab compare "$dir"/*/ --sort avg_gap > "$dir/table.md"
 done
+echo "$LRS" > "$OUT/lrs.txt"
 python scripts/lr_table.py "$OUT" > "$OUT/table.md"
 cat "$OUT/table.md"
