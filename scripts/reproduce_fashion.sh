@@ -14,5 +14,6 @@ model=models/resnet18-fashion-mnist-10k.safetensors
 methods="ft neggrad+ l1-sparse salun not coun"
 lrs=$(python scripts/lr_table.py results/tuning/fashion --picks $methods)
 common=(--model $model --methods "${methods// /,}" --set epochs=2 --set l1-sparse.l1_epochs=1 $lrs)
-coun-lab sweep "${common[@]}" --cl-too --forget-fraction 0.1 --seeds 0,1,2 --out results/sweep-fashion/random "$@"
+# The class sweep first: it is short (about 30 min) and its table is whole after one seed.
 coun-lab sweep "${common[@]}" --forget-class 3 --seeds 0 --out results/sweep-fashion/class "$@"
+coun-lab sweep "${common[@]}" --cl-too --forget-fraction 0.1 --seeds 0,1,2 --out results/sweep-fashion/random "$@"

@@ -68,7 +68,21 @@ def test_cancelled_sweep_leaves_no_finished_table_rows_it_did_not_run(digits_mod
         if event.kind == "step" and run_dir.name == "retrain":
             token.flag = True
     assert not (tmp_path / "s" / "class-3" / "seed-0" / "retrain" / "metrics.json").exists()
+    assert not (tmp_path / "s" / "table.json").exists()
     shutil.rmtree(tmp_path / "s")
+
+
+def test_stopped_sweep_tables_hold_the_runs_it_finished(digits_model, tmp_path):
+    sweep = Sweep(digits_model, ["ft"], [ForgetSpec(classes=[3])], [0], tmp_path / "s",
+                  hparams={"*": {"epochs": 1}, "retrain": {"epochs": 1}})
+    token = StopAfterRuns()
+    for run_dir, event in execute(sweep, token):
+        if event.kind == "step" and run_dir.name == "ft":  # stopped once the Retrain finished
+            token.flag = True
+    tables = json.loads((tmp_path / "s" / "table.json").read_text())
+    assert list(tables["class-3"]) == ["retrain"] and tables["class-3"]["retrain"]["n"] == 1
+    assert "retrain (n=1)" in (tmp_path / "s" / "table.md").read_text()
+    assert not (tmp_path / "s" / "class-3" / "seed-0" / "ft" / "metrics.json").exists()
 
 
 def test_set_for_a_method_outside_the_sweep_is_refused(digits_model, tmp_path, capsys, cli):

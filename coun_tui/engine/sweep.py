@@ -90,6 +90,8 @@ def execute(sweep: Sweep, cancel=None,
             continue  # its Retrain failed: no reference to measure gaps against
         for event in record(prepare(spec), run_dir, cancel):
             yield run_dir, event
+        if (run_dir / "metrics.json").is_file():
+            write_tables(sweep)  # so a stopped sweep's tables show every run it finished
     write_tables(sweep)
 
 
