@@ -168,6 +168,12 @@ def read_features(run_dir: Path, n: int):
     return feats.astype("float32") if feats.ndim == 2 and len(feats) == n else None
 
 
+def forget_of(spec: dict[str, Any]) -> str:
+    """What a run forgets and from which model, as a comparable key."""
+    return json.dumps({"model": Path(str(spec.get("model") or "")).name, "forget": spec.get("forget") or {}},
+                      sort_keys=True)
+
+
 def describe_spec(spec: dict[str, Any], class_names: list[str] | None = None) -> str:
     method = str(spec.get("method", "?"))
     if spec.get("cl") and method != "coun":
