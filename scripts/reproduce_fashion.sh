@@ -6,8 +6,9 @@
 #   - class-wise forgetting of class 3 (Dress), seed 0: the same methods without +CL.
 # Retrain uses the original model's recipe (20 epochs). To fit the budget the unlearning methods run
 # 2 epochs (the paper runs 10 on CIFAR-10), l1-sparse decaying its penalty over the first (the
-# paper: 4 of 10), at the lr the search picked for each (scripts/tune_fashion.sh,
-# results/tuning/fashion/table.md), their `coun-lab methods` defaults otherwise.
+# paper: 4 of 10), at the lr the search picked for each and CoUn's picked lambda for CoUn and every
+# +CL run (scripts/tune_fashion.sh, results/tuning/fashion/table.md), their `coun-lab methods`
+# defaults otherwise.
 # Resumable: rerun to finish an interrupted sweep; finished runs are never redone.
 set -euo pipefail
 model=models/resnet18-fashion-mnist-10k.safetensors
