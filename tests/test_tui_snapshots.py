@@ -30,10 +30,16 @@ def mid_run_events() -> int:
 
 
 async def settled(pilot) -> None:
-    """Let replayed panes draw and their tables size their columns (done when the app is idle)."""
-    await pilot.pause(0.5)
-    await pilot.wait_for_scheduled_animations()
-    await pilot.pause(0.3)
+    """Let replayed panes draw and their tables size their columns: wait until two screenshots
+    0.2 s apart are the same, so a slow machine waits longer instead of snapshotting too early."""
+    previous = None
+    for _ in range(50):
+        await pilot.pause(0.2)
+        await pilot.wait_for_scheduled_animations()
+        shot = pilot.app.export_screenshot()
+        if shot == previous:
+            return
+        previous = shot
 
 
 async def prepared(pilot) -> None:
