@@ -4,6 +4,22 @@ import pytest
 
 # Tests run on the CPU and must not be slowed by thread oversubscription between processes.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("COUN_LAB_CANCEL_GRACE", "3")  # read when coun_tui.engine.jobs is imported
+
+
+@pytest.fixture(autouse=True)
+def private_device_queues(tmp_path_factory, monkeypatch, request):
+    """Each test's jobs queue among themselves, never behind a user's runs or another test's;
+    a job a test leaves going (an app quit that leaves its runs running) is cancelled after it."""
+    monkeypatch.setenv("COUN_LAB_QUEUES", str(tmp_path_factory.mktemp("queues")))
+    monkeypatch.setenv("COUN_LAB_CANCEL_GRACE", "3")
+    yield
+    tmp_path = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if tmp_path is not None:
+        from coun_tui.engine import jobs
+
+        for run in jobs.find_runs(tmp_path, depth=6):
+            jobs.cancel(run)
 
 
 @pytest.fixture(scope="session")

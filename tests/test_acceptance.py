@@ -1,4 +1,4 @@
-"""Issue 3's bar with the documented defaults: on digits, forgetting class 3, Retrain and CoUn
+"""The acceptance bar with the documented defaults: on digits, forgetting class 3, Retrain and CoUn
 both reach UA >= 95% while their TA stays within 3 points of the original model's."""
 
 import json

@@ -32,3 +32,14 @@ def test_importing_and_running_the_engine_loads_no_textual():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_the_engine_needs_no_ray_and_loads_it_only_for_the_ray_backend():
+    walk = ("import sys, pkgutil, importlib, coun_tui.engine as e\n"
+            "for m in pkgutil.walk_packages(e.__path__, 'coun_tui.engine.'): importlib.import_module(m.name)\n"
+            "import coun_tui.cli, coun_tui.tui.app\n")
+    blocked = "import sys\nsys.modules['ray'] = None  # `import ray` fails, as without Ray installed\n" + walk
+    loaded = walk + "assert 'ray' not in sys.modules, 'an engine module imports ray'\n"
+    for code in (blocked, loaded):
+        out = subprocess.run([sys.executable, "-c", code + "print('ok')\n"], capture_output=True, text=True)
+        assert out.returncode == 0 and "ok" in out.stdout, out.stderr

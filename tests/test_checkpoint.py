@@ -252,3 +252,39 @@ def test_atomic_save(tmp_path, monkeypatch, x):
     loaded, meta = checkpoint.load(path)
     assert meta["note"] == "replaced" and torch.equal(_logits(loaded, x), _logits(other, x))
     assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_normalisation_is_recorded_given_or_known_never_recomputed():
+    optml = {"in_channels": 3, "source": "optml", "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    assert checkpoint.resolve_normalisation(optml, "cifar10") == {
+        "mean": CIFAR_MEAN, "std": CIFAR_STD, "normalisation": "recorded in the file"}
+    kuangliu = {"in_channels": 3, "source": "kuangliu", "mean": None, "std": None}
+    known = checkpoint.resolve_normalisation(kuangliu, "cifar10")
+    assert known["std"] == [0.2023, 0.1994, 0.2010] and "kuangliu" in known["normalisation"]
+    given = checkpoint.resolve_normalisation(kuangliu, "cifar10", [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    assert given["mean"] == [0.5] * 3 and given["normalisation"] == "given (--mean/--std)"
+    for meta, dataset in ((kuangliu, "cifar100"), ({**kuangliu, "source": "torchvision"}, "cifar10")):
+        with pytest.raises(UserError, match="does not record the normalisation.*--mean and --std"):
+            checkpoint.resolve_normalisation(meta, dataset)
+    with pytest.raises(UserError, match="need 3 value"):
+        checkpoint.resolve_normalisation(kuangliu, "cifar10", [0.5], [0.2])
+
+
+def test_imported_model_without_normalisation_is_refused_until_given(digits_model, tmp_path, capsys, cli):
+    """A plain state dict of the digits model (torchvision names, nothing else) as a .pt file."""
+    model, meta = checkpoint.load(digits_model)
+    path = tmp_path / "digits.pt"
+    torch.save(model.state_dict(), path)
+    args = ["eval", "--model", path, "--dataset", "digits", "--forget-class", "3", "--json"]
+    capsys.readouterr()
+    assert cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not record the normalisation" in err and "--mean" in err
+    mean, std = (",".join(map(str, meta[k])) for k in ("mean", "std"))
+    assert cli(*args, "--mean", mean, "--std", std) == 0
+    assert json.loads(capsys.readouterr().out)["TA"] > 90  # the digits model's own constants: it works
+    out = tmp_path / "run"
+    assert cli("unlearn", "--model", path, "--dataset", "digits", "--method", "ft", "--forget-class", "3",
+               "--epochs", "1", "--mean", mean, "--std", std, "--out", out, "-q") == 0
+    saved = checkpoint.read_meta(out / "model.safetensors")
+    assert saved["mean"] == pytest.approx(meta["mean"]) and saved["normalisation"] == "given (--mean/--std)"

@@ -91,3 +91,23 @@ def test_methods_lists_every_method_with_defaults(capsys, cli):
     for name in all_methods():
         assert name in out
     assert "mask_ratio=0.5" in out and "alpha=0.99" in out
+
+
+def test_a_checkpoint_carries_the_forget_indices_it_was_made_with(digits_model, tmp_path, capsys, cli):
+    idx = tmp_path / "idx.npy"
+    np.save(idx, np.array([3, 10, 40, 41, 500]))
+    run = tmp_path / "ga"
+    assert cli("unlearn", "--model", digits_model, "--method", "ga", "--forget-indices", idx, "--epochs", "1",
+               "--out", run, "-q") == 0
+    meta = safe_open(str(run / "model.safetensors"), "pt").metadata()
+    assert json.loads(meta["forget"])["indices"] == [3, 10, 40, 41, 500]
+    capsys.readouterr()
+    assert cli("eval", "--model", run / "model.safetensors", "--json") == 0
+    first = json.loads(capsys.readouterr().out)
+    np.save(idx, np.array([7]))  # the file changes, then goes: the checkpoint's own set still counts
+    assert cli("eval", "--model", run / "model.safetensors", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == first
+    idx.unlink()
+    assert cli("eval", "--model", run / "model.safetensors", "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again == first and again["n_forget"] == 5

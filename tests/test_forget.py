@@ -189,6 +189,29 @@ def test_unknown_class_is_a_user_error(fashion, token):
     assert "Coat" in msg and "0-9" in msg  # lists what would be accepted
 
 
+def test_one_naming_scheme_for_forget_sets():
+    assert ForgetSpec(classes=[3]).tag() == "class-3" and ForgetSpec(classes=[3, 5]).tag() == "class-3-5"
+    assert ForgetSpec(fraction=0.1, seed=4).tag() == "random-10pct"
+    assert ForgetSpec(indices_file="/x/my forget.npy").tag() == "indices-my_forget"
+    assert ForgetSpec().tag() == "none"
+
+
+def test_recorded_indices_win_over_their_file(tmp_path):
+    spec = ForgetSpec.from_dict({"indices_file": str(tmp_path / "gone.npy"), "indices": [4, 2], "n_forget": 2})
+    assert make_split(spec, LABELS).forget.tolist() == [2, 4]
+    with pytest.raises(UserError, match="must lie in 0..499"):
+        make_split(ForgetSpec(indices=[500]), LABELS)
+
+
+@pytest.mark.parametrize("arr,why", [(np.array([1.0, 2.0]), "float64, not integers"),
+                                     (np.array([True, False]), "boolean mask"),
+                                     (np.arange(4).reshape(2, 2), "1-D"),
+                                     (np.array(3), "0-D")])
+def test_index_arrays_are_never_converted(tmp_path, arr, why):
+    np.save(tmp_path / "i.npy", arr)
+    assert why in _user_error(make_split, ForgetSpec(indices_file=str(tmp_path / "i.npy")), LABELS)
+
+
 def test_spec_roundtrip_and_description():
     spec = ForgetSpec(classes=[4], seed=3)
     assert ForgetSpec.from_dict(spec.to_dict()) == spec

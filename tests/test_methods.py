@@ -1,6 +1,7 @@
 """Each method's defining behaviour, on real training with the shipped digits model."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from coun_tui.engine import UserError
 from coun_tui.engine.events import Cancelled, Done, Step
 from coun_tui.engine.forget import ForgetSpec
-from coun_tui.engine.methods import all_methods
+from coun_tui.engine.methods import Batch, Method, Param, all_methods, check_hparams, register
 from coun_tui.engine.methods.base import info_nce
 from coun_tui.engine.methods.l1_sparse import l1_weight
 from coun_tui.engine.runner import RunSpec, prepare, run
@@ -34,7 +35,8 @@ def events_of(model, method, stop_after=None, **kw):
 
 
 def test_registry_has_the_paper_methods():
-    assert list(all_methods()) == ["retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not", "coun"]
+    assert list(all_methods()) == ["retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not",
+                                   "scrub", "bad-teacher", "coun"]
 
 
 def test_coun_loss_equals_hand_computation():
@@ -158,3 +160,181 @@ def test_bad_hyperparameters_and_missing_forget_set(digits_model):
 def test_nan_loss_fails_cleanly(digits_model):
     _, events = events_of(digits_model, "ft", hparams={"epochs": 1, "lr": 1e12})
     assert events[-1].kind == "failed" and "lower --lr" in events[-1].reason
+
+
+def _context(prep):
+    """The run loop's Context for a prepared run, on the CPU, before training."""
+    from contextlib import nullcontext
+
+    from coun_tui.engine import data as data_mod
+    from coun_tui.engine.methods.base import Context
+    from coun_tui.engine.metrics import FlopMeter
+
+    data = data_mod.prepare(prep.dataset, prep.meta["mean"], prep.meta["std"], "cpu")
+    retain, forget = (torch.from_numpy(a) for a in (prep.split.retain, prep.split.forget))
+    return Context(prep.model, data, retain, forget, prep.hparams, 10, prep.device, nullcontext, FlopMeter(),
+                   seed=prep.spec.seed)
+
+
+def test_salun_mask_is_the_references_statistic(digits_model):
+    """Against a direct reading of OPTML-Group/Unlearn-Saliency's generate_mask.py: per forget batch
+    (augmented, as its forget loader is) the gradient of -CE (batch mean) at the trained weights in
+    eval mode, summed, absolute value, weights ranked globally, the top ratio kept."""
+    from coun_tui.engine.methods.salun import forget_batches
+    from coun_tui.engine.methods.salun import saliency as lab_saliency
+
+    ratio = 0.5
+    prep = prepare(RunSpec(method="salun", model=digits_model, forget=ForgetSpec(fraction=0.3, seed=1),
+                           hparams={"mask_ratio": ratio, "batch_size": 128}))
+    ctx = _context(prep)
+    prep.method.setup(ctx)
+    batches = list(forget_batches(ctx))
+    assert len(batches) == 4 and sum(len(y) for _, y in batches) == len(prep.split.forget)  # 431 = 3 x 128 + 47
+
+    model = prep.model.eval()
+    params = list(model.parameters())
+    total = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        grads = torch.autograd.grad(-F.cross_entropy(model(x), y), params)
+        total = [t + g for t, g in zip(total, grads)]
+    saliency = torch.cat([t.abs().flatten() for t in total])
+    ours = torch.cat([t.flatten() for t in lab_saliency(ctx)])
+    assert torch.allclose(ours, saliency, rtol=1e-4, atol=1e-10)
+    ranks = torch.argsort(torch.argsort(-saliency))  # 0 = most salient
+    expected = ranks < int(len(saliency) * ratio)
+    mask = torch.cat([m.flatten() for m in prep.method.mask])
+    assert abs(int(mask.sum()) - int(expected.sum())) <= 1
+    # Summation order moves float noise: only weights at the threshold may swap sides.
+    assert (mask != expected).sum() <= 1e-5 * len(mask)
+
+    # The lab's earlier statistic (clean images, sum of |per-batch gradients|) is another mask.
+    old = prepare(RunSpec(method="salun", model=digits_model, forget=ForgetSpec(fraction=0.3, seed=1),
+                          hparams={"mask_ratio": ratio, "mask": "abs-sum"}))
+    old.method.setup(_context(old))
+    overlap = (torch.cat([m.flatten() for m in old.method.mask]) & mask).sum() / mask.sum()
+    assert 0.5 < overlap < 1.0
+
+
+def test_rl_labels_are_redrawn_every_batch_unless_asked_once(digits_model):
+    from coun_tui.engine.methods.base import Batch
+
+    for labels, redrawn in (("per-batch", True), ("once", False)):
+        prep = prepare(RunSpec(method="rl", model=digits_model, forget=ForgetSpec(classes=[3]),
+                               hparams={"labels": labels}))
+        ctx = _context(prep)
+        prep.method.setup(ctx)
+        y = torch.full((200,), 3)
+        is_retain = torch.arange(200) < 40
+        batch = Batch(torch.zeros(200, 1, 8, 8), y, is_retain)
+        a, b = prep.method.targets(ctx, batch), prep.method.targets(ctx, batch)
+        assert torch.equal(a[:40], y[:40]) and torch.equal(b[:40], y[:40])  # retain rows keep theirs
+        assert (not torch.equal(a[40:], b[40:])) == redrawn
+        if redrawn:  # uniform over every class, as the reference draws them
+            assert set(a[40:].tolist()) == set(range(10))
+    with pytest.raises(UserError, match="expected one of per-batch, once"):
+        prepare(RunSpec(method="salun", model=digits_model, forget=ForgetSpec(classes=[3]),
+                        hparams={"labels": "sometimes"}))
+
+
+def test_scrub_ascends_on_forget_then_descends_on_retain(digits_model):
+    forget = ForgetSpec(classes=[3])
+    base = prepare(RunSpec(method="scrub", model=digits_model, forget=forget))
+    before = _forget_ce(base)
+    prep, events = events_of(digits_model, "scrub", hparams={"epochs": 2, "max_epochs": 1, "lr": 0.05})
+    assert isinstance(events[-1], Done)
+    steps = [e for e in events if isinstance(e, Step)]
+    assert {"ce", "kl"} <= set(steps[0].losses)
+    assert prep.method.teacher is not prep.model and _forget_ce(prep) > before
+    ft, ft_events = events_of(digits_model, "ft", hparams={"epochs": 2, "lr": 0.05})
+    # The teacher's forwards and the max-pass (146 forget images in batches of 32) are measured.
+    assert events[-1].flops > 1.2 * ft_events[-1].flops
+
+
+def test_bad_teacher_pulls_forget_outputs_toward_the_random_teacher(digits_model):
+    prep, events = events_of(digits_model, "bad-teacher", hparams={"epochs": 2, "lr": 0.05})
+    assert isinstance(events[-1], Done) and events[-1].metrics["UA"] > 50  # class 3 mostly forgotten
+    assert events[-1].metrics["RA"] > 90  # the competent teacher keeps the rest
+    steps = [e for e in events if isinstance(e, Step)]
+    assert set(steps[0].losses) == {"kl", "total"}
+
+
+def test_paper_count_is_four_thirds_of_ft_for_coun_at_equal_epochs(digits_model):
+    _, ft = events_of(digits_model, "ft", hparams={"epochs": 1})
+    _, coun = events_of(digits_model, "coun", hparams={"epochs": 1})
+    assert coun[-1].paper_flops / ft[-1].paper_flops == pytest.approx(4 / 3)
+    assert coun[-1].flops / ft[-1].flops == pytest.approx(2.0, rel=0.02)  # measured: both views' backward
+
+
+# --- hyperparameter declarations --------------------------------------------------------------
+
+def test_every_module_in_the_package_registers_its_method():
+    import pkgutil
+
+    import coun_tui.engine.methods as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"base"}
+    assert {cls.__module__.rsplit(".", 1)[-1] for cls in all_methods().values()} == modules
+
+
+@pytest.mark.parametrize("param,good,bad", [
+    (Param(0.1, "h", gt=0), [("0.5", 0.5), (3, 3.0), ("1e-3", 1e-3)], ["0", "-1", "nan", "inf", "x", "", True]),
+    (Param(4, "h", ge=1), [("7", 7), (2, 2), (" 3 ", 3)], ["0", "1.5", 1.5, "x", False]),
+    (Param(0.5, "h", gt=0, le=1), [("1", 1.0), (0.25, 0.25)], ["0", "1.01", "2"]),
+    (Param("a", "h", choices=("a", "b")), [("b", "b")], ["c", "", 1]),
+    (Param(False, "h"), [("true", True), ("off", False), (True, True)], ["maybe", 1, "2"]),
+])
+def test_a_declaration_parses_its_type_and_range(param, good, bad):
+    for value, expected in good:
+        parsed = param.parse(value)
+        assert parsed == expected and type(parsed) is param.kind
+    for value in bad:
+        with pytest.raises(ValueError, match=f"expected {re.escape(param.describe())}"):
+            param.parse(value)
+
+
+def test_values_are_checked_against_the_method_and_typed():
+    coun = all_methods()["coun"]
+    assert check_hparams(coun, {"lr": "0.02", "epochs": "3", "schedule": "step"}) == \
+        {"lr": 0.02, "epochs": 3, "schedule": "step"}
+    with pytest.raises(UserError, match=r"^--tau '0': expected a number > 0 \(temperature"):
+        check_hparams(coun, {"tau": "0"})
+    with pytest.raises(UserError, match="coun has no hyperparameter mask_ratio"):
+        check_hparams(coun, {"mask_ratio": 0.5})
+    with pytest.raises(UserError, match=r"^mask_ratio 2: expected a number in \(0, 1\]"):
+        check_hparams(all_methods()["salun"], {"mask_ratio": 2}, label=str)
+
+
+def test_a_method_declares_its_own_hyperparameters_with_a_range():
+    class NoRange(Method):
+        name, summary, params = "no-range", "x", {"beta": 0.5}
+
+    class Legacy(Method):
+        name, summary, defaults = "legacy", "x", {"epochs": 2}
+
+    class OutOfRange(Method):
+        name, summary, params = "out-of-range", "x", {"lr": -1.0}
+
+    for cls, why in ((NoRange, "declare its own hyperparameter 'beta'"), (Legacy, "`defaults` is now `params`"),
+                     (OutOfRange, "default lr=-1.0")):
+        with pytest.raises(TypeError, match=re.escape(why)):
+            register(cls)
+        assert cls.name not in all_methods()
+
+
+def test_methods_without_a_loss_of_their_own_train_on_cross_entropy():
+    ce_only = [n for n, cls in all_methods().items() if "loss" not in vars(cls)]
+    assert set(ce_only) >= {"retrain", "ft", "not", "coun"}  # RL and SalUn draw forget labels in theirs
+    logits, y = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+    batch = Batch(torch.zeros(4, 1, 8, 8), y, torch.ones(4, dtype=torch.bool))
+    losses = all_methods()["ft"]({}).loss(None, batch, logits)
+    assert losses.keys() == {"ce"} and torch.equal(losses["ce"], F.cross_entropy(logits, y))
+
+
+def test_unlearn_has_a_flag_for_every_declared_hyperparameter(capsys, cli):
+    from coun_tui.engine.methods import all_params, flag
+
+    assert cli("unlearn", "--help") == 0
+    shown = capsys.readouterr().out
+    for key, (param, _) in all_params().items():
+        text = " ".join(shown.replace("│", " ").split())  # the help's table wraps lines inside its borders
+        assert flag(key) in shown and param.describe()[:12] in text, key

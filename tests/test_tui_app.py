@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from coun_tui.engine import checkpoint
+from coun_tui.engine import checkpoint, jobs
+from coun_tui.engine.rundir import read_state
+from coun_tui.engine.runlog import read_run
 from coun_tui.tui.app import CounLab
 from coun_tui.tui.help_screen import HelpScreen
-from coun_tui.tui.runlog import read_run
-from coun_tui.tui.widgets.dialogs import NoReferenceScreen
+from coun_tui.tui.saved_runs import SESSION_FILE
+from coun_tui.tui.widgets.dialogs import LaunchScreen
 from coun_tui.tui.widgets.plots import EmbeddingPlot, LossPlot
+from coun_tui.tui.widgets.quit_dialog import QuitScreen
 from coun_tui.tui.widgets.run_pane import MetricsTable, RunPane
 
 FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -44,17 +53,34 @@ async def forget_classes(pilot, *classes: int) -> None:
 
 
 async def launch(pilot) -> None:
-    """ctrl+r; with no Retrain reference for the split the app offers to run one first: run anyway."""
+    """ctrl+r, then y in the one confirmation (without a Retrain reference: run anyway)."""
     await pilot.press("ctrl+r")
     await pilot.pause()
-    if isinstance(pilot.app.screen, NoReferenceScreen):
-        await pilot.press("r")
-        await pilot.pause()
+    assert isinstance(pilot.app.screen, LaunchScreen), pilot.app.screen
+    await pilot.press("y")
+    await pilot.pause()
 
 
 def text_of(widget) -> str:
     """What a widget shows on screen now (its rendered lines)."""
     return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
+async def finished(pilot, pane: RunPane, timeout: float = 600) -> None:
+    """Wait for a pane's job to end (its worker is a process of its own)."""
+    await wait_until(pilot, lambda: pane.runlog.finished, timeout, f"{pane.runlog.title} to finish")
+    await pilot.pause(0.5)
+
+
+async def slow_run(pilot, steps: int) -> RunPane:
+    """Launch FT on class 3 with 81 steps (time to act mid-run); return its pane once it trains."""
+    await ready(pilot)
+    await forget_classes(pilot, 3)
+    pilot.app.setup_panel.set_hparams(epochs=1, batch_size=16)
+    await launch(pilot)
+    pane = single_pane(pilot.app)
+    await wait_until(pilot, lambda: pane.runlog.step >= steps, 120, "training to start")
+    return pane
 
 
 def single_pane(app) -> RunPane:
@@ -96,7 +122,7 @@ async def test_coun_class3_live_saved_and_loadable(tmp_path, digits_model):
 
         # Saved where the pane says, and the checkpoint loads.
         run_dir = log.run_dir
-        assert run_dir.parent == tmp_path and "coun-class3" in run_dir.name
+        assert run_dir.parent == tmp_path and "coun-class-3" in run_dir.name
         assert "saved in" in str(pane.query_one("#where").render())
         for name in ("run.toml", "split.npz", "events.jsonl", "metrics.json", "model.safetensors"):
             assert (run_dir / name).is_file(), name
@@ -128,18 +154,16 @@ async def test_cancel_mid_epoch_stops_within_a_step(tmp_path, digits_model):
         await launch(pilot)
         pane = single_pane(app)
         await wait_until(pilot, lambda: pane.runlog.step >= 2, 120, "training to start")
-        seen = app._cancels[pane.run_id]
         await pilot.press("c")
-        assert seen.is_set()
-        at_press = pane.runlog.step
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
+        assert (pane.runlog.run_dir / "cancel").is_file()  # the job's cancel request
+        at_press = read_state(pane.runlog.run_dir).step
+        await finished(pilot, pane, 60)
         log = pane.runlog
         assert log.status == "cancelled"
-        assert log.cancelled_at is not None and log.cancelled_at <= at_press + 3  # steps in flight, then stop
+        assert log.cancelled_at is not None and log.cancelled_at <= at_press + 1  # the step in flight, then stop
         assert log.cancelled_at < log.total_steps
         status = json.loads((log.run_dir / "status.json").read_text())
-        assert status["status"] == "cancelled"
+        assert status["state"] == "cancelled"
         assert not (log.run_dir / "model.safetensors").exists()
         assert "cancelled at step" in str(pane.query_one("#status").render())
 
@@ -152,22 +176,26 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
         # 1. A diverging run: lr 1e9 makes the loss NaN/inf within a couple of steps.
         app.setup_panel.set_hparams(epochs=1, batch_size=64, lr="1e9")
         await launch(pilot)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
         nan_pane = app.active_pane
+        await finished(pilot, nan_pane)
         assert nan_pane.runlog.status == "failed"
         assert "loss became" in nan_pane.runlog.reason
         error = nan_pane.query_one("#error")
         assert error.display and "loss became" in str(error.render())
 
-        # 2. An invalid hyperparameter: refused with one clear line, in its own pane.
-        app.setup_panel.set_hparams(lr="0.02", epochs="abc")
-        await launch(pilot)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
-        bad_pane = app.active_pane
-        assert bad_pane is not nan_pane and bad_pane.runlog.status == "failed"
-        assert "epochs" in bad_pane.runlog.reason and "expected an integer" in bad_pane.runlog.reason
+        # 2. Invalid hyperparameters: refused at launch with one clear line; no pane, nothing written.
+        runs_before = sorted(tmp_path.iterdir())
+        for bad, expected in ((dict(epochs="abc"), "expected an integer >= 1"), (dict(lr="-1"), "a number > 0"),
+                              (dict(lr=" "), "lr is empty")):
+            app.setup_panel.set_hparams(**{"lr": "0.02", "epochs": 1, **bad})
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, LaunchScreen)
+            assert app.active_pane is nan_pane and len(app.panes()) == 1
+            shown = [str(n.message) for n in app._notifications if n.title == "cannot run"]
+            assert shown and expected in shown[-1] and "\n" not in shown[-1], shown
+        assert sorted(tmp_path.iterdir()) == runs_before
 
         # 3. The app is still usable: a cheap real run (GA on the forget set) finishes.
         from textual.widgets import Select
@@ -176,30 +204,138 @@ async def test_failing_runs_show_their_reason_and_the_app_goes_on(tmp_path, digi
         await pilot.pause()
         app.setup_panel.set_hparams(**FAST)
         await launch(pilot)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
         ok = app.active_pane
+        await finished(pilot, ok)
         assert ok.runlog.status == "done", ok.runlog.reason
         assert (ok.runlog.run_dir / "model.safetensors").is_file()
-        assert len(app.panes()) == 3
+        assert len(app.panes()) == 2
         assert nan_pane.runlog.status == "failed"  # earlier panes keep their verdicts
+        hparams = tomllib.loads((ok.runlog.run_dir / "run.toml").read_text())["hparams"]
+        assert hparams == {"epochs": 1, "batch_size": 64}  # stored with their declared types, not as text
 
 
-async def test_quit_cancels_running_work_and_waits(tmp_path, digits_model):
+async def test_quit_asks_and_can_cancel_the_runs(tmp_path, digits_model):
     app = CounLab(runs_dir=tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await ready(pilot)
-        await forget_classes(pilot, 3)
-        app.setup_panel.set_hparams(epochs=1, batch_size=16)
-        await launch(pilot)
-        pane = single_pane(app)
-        await wait_until(pilot, lambda: pane.runlog.step >= 1, 120, "training to start")
+        pane = await slow_run(pilot, 1)
         run_dir = pane.runlog.run_dir
         app.query_one("#forget-classes").focus()
         await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen) and "1 run(s) are still going" in app.screen.note
+        await pilot.press("c")
         await wait_until(pilot, lambda: app.return_code is not None, 60, "the app to exit")
-    assert not [w for w in app.workers if w.is_running]
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "cancelled"
+    state = jobs.wait(run_dir, 60)
+    assert state.state == "cancelled" and json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+
+
+def test_a_job_outlives_the_app_and_sighup_and_is_reattached_live(tmp_path, digits_model):
+    """The real app in a terminal launches a job (ctrl+r, then y: run without a reference); SIGHUP ends
+    the app, not the job; a new app reattaches to it live; quitting leaves it running (the default)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # The last session's setup (class 3, CoUn for many epochs) comes back, so keys alone launch it.
+    (runs / SESSION_FILE).write_text(json.dumps({"setup": {
+        "model": digits_model, "mode": "classes", "classes": [3], "method": "coun",
+        "hparams": {"epochs": "50"}}}))
+    app_proc, master = start_app_in_a_terminal(runs)
+    try:
+        deadline = time.monotonic() + 300
+        while not jobs.find_runs(runs, depth=1):
+            assert time.monotonic() < deadline and app_proc.poll() is None, "the app launched no run"
+            os.write(master, b"\x12")  # ctrl+r
+            time.sleep(1.0)
+            os.write(master, b"y")
+            time.sleep(2.0)
+        run_dir = jobs.find_runs(runs, depth=1)[0]
+        wait_steps(run_dir, 1, 300)
+        os.kill(app_proc.pid, signal.SIGHUP)
+        try:
+            app_proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the app did not end on SIGHUP")
+    finally:
+        if app_proc.poll() is None:
+            app_proc.kill()
+        os.close(master)
+    step = wait_steps(run_dir, read_state(run_dir).step + 2, 120)  # it trains on without the app
+    assert read_state(run_dir).state == "running"
+
+    async def reattach():
+        app = CounLab(runs_dir=runs)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await wait_until(pilot, lambda: len(app.panes()) == 1, 30, "the running job's pane")
+            pane = app.panes()[0]
+            assert pane.live and pane.runlog.run_dir == run_dir and pane.runlog.step >= step
+            seen = pane.runlog.step
+            await wait_until(pilot, lambda: pane.runlog.step > seen + 1, 120, "live steps in the pane")
+            assert pane.runlog.status == "running"
+            await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.press("enter")  # the default: leave it running
+            await wait_until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+
+    asyncio.run(reattach())
+    assert read_state(run_dir).state == "running"
+    jobs.cancel(run_dir)
+    assert jobs.wait(run_dir, 60).state == "cancelled"
+
+
+def start_app_in_a_terminal(runs: Path):
+    """`coun-lab tui --runs-dir RUNS` on a pseudo-terminal of 120x40; its output is drained."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "coun_tui", "tui", "--runs-dir", str(runs)],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            env={**os.environ, "TERM": "xterm-256color"},
+                            # as from a login shell, even when the tests run under nohup (SIGHUP ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    os.close(slave)
+
+    def drain():
+        with contextlib.suppress(OSError):
+            while os.read(master, 65536):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, master
+
+
+def wait_steps(run_dir: Path, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (step := read_state(run_dir).step) < n:
+        assert time.monotonic() < deadline, f"timed out waiting for step {n} of {run_dir}"
+        time.sleep(0.2)
+    return step
+
+
+async def test_a_killed_worker_and_damaged_files_show_as_such(tmp_path, digits_model):
+    app = CounLab(runs_dir=tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await slow_run(pilot, 2)
+        run_dir = pane.runlog.run_dir
+        with open(run_dir / "events.jsonl", "ab") as fh:  # a damaged line: skipped, never a crash
+            fh.write(b'{"kind": "step", "step": \n')
+        os.kill(json.loads((run_dir / "status.json").read_text())["pid"], signal.SIGKILL)
+        await finished(pilot, pane, 60)
+        assert pane.runlog.status == "died" and "killed by SIGKILL at step" in pane.runlog.reason
+        assert "the worker died: killed by SIGKILL" in text_of(pane.query_one("#error"))
+        (run_dir / "status.json").write_text("{not json")  # a damaged status: still a state
+        again = app.open_run(run_dir)
+        await pilot.pause(0.5)
+        assert again is pane  # shown, not opened twice
+        assert read_state(run_dir).state == "died" and "status.json is damaged" in read_state(run_dir).detail
+        await pilot.press("o")  # the app goes on
+        await pilot.pause(0.5)
+        await pilot.press("escape")
 
 
 async def test_setup_counts_reference_and_replay(digits_model):

@@ -54,6 +54,15 @@ async def prepared(pilot) -> None:
     await pilot.pause()
 
 
+async def compared(pilot) -> None:
+    await prepared(pilot)
+    for name in ("ft-digits-class3", "coun-digits-class3", "retrain-digits-class3"):
+        pilot.app.open_run(FIXTURE_RUNS / name)
+    await settled(pilot)
+    pilot.app._refresh_compare(force=True)
+    await settled(pilot)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_setup_screen(snap_compare, size, digits_model):
     assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=prepared)
@@ -83,12 +92,25 @@ def test_finished_screen(snap_compare, size, digits_model):
 def test_comparison_screen(snap_compare, size, digits_model):
     """FT, CoUn and their Retrain reference side by side (tabs at 80x24), the table below."""
 
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=compared)
+
+
+def test_setup_screen_without_colour(snap_compare, monkeypatch, digits_model):
+    """NO_COLOR=1 at 80x24: the ticked class (X), +CL (X, forced by coun) and the focused row
+    (reversed) differ in glyph or text style, not in colour."""
+    monkeypatch.setenv("NO_COLOR", "1")
+
     async def run_before(pilot):
         await prepared(pilot)
-        for name in ("ft-digits-class3", "coun-digits-class3", "retrain-digits-class3"):
-            pilot.app.open_run(FIXTURE_RUNS / name)
-        await settled(pilot)
-        pilot.app._refresh_compare(force=True)
+        sel = pilot.app.query_one("#forget-classes")
+        sel.focus()
+        sel.highlighted = 2
         await settled(pilot)
 
-    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=size, run_before=run_before)
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_comparison_screen_without_colour(snap_compare, monkeypatch, digits_model):
+    """NO_COLOR=1 at 80x24: the best value of each column carries a *, each run its state glyph."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(CounLab(runs_dir=FIXTURE_RUNS), terminal_size=(80, 24), run_before=compared)

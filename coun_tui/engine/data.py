@@ -10,8 +10,10 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,14 +63,9 @@ class Dataset:
 
     def class_index(self, name_or_id: str) -> int:
         """A class given by id ("3") or by name ("Coat", case-insensitive)."""
-        token = name_or_id.strip()
-        lowered = [c.lower() for c in self.classes]
-        if token.lower() in lowered:
-            return lowered.index(token.lower())
-        if token.isdigit() and int(token) < len(self.classes):
-            return int(token)
-        raise UserError(f"unknown class {token!r} for {self.name}; use an id 0-{len(self.classes) - 1} "
-                        f"or one of: {', '.join(self.classes)}")
+        from coun_tui.engine.forget import class_id
+
+        return class_id(name_or_id, self.classes, self.name)
 
 
 def load(name: str, root: str | Path | None = None, subset: int | None = None,
@@ -82,7 +79,7 @@ def load(name: str, root: str | Path | None = None, subset: int | None = None,
     loader = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,
               "cifar100": _cifar, "svhn": _svhn, "imagefolder": _imagefolder}[name]
     try:
-        ds = loader(name, root)
+        ds = loader(name, Path(root or ""))  # digits takes no folder
     except UserError:
         raise
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
@@ -90,7 +87,7 @@ def load(name: str, root: str | Path | None = None, subset: int | None = None,
     return take_subset(ds, subset, subset_seed) if subset is not None else ds
 
 
-def _missing(name: str, root) -> str:
+def _missing(name: str, root: str | Path | None) -> str:
     expected = {
         "fashion-mnist": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                          "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]",
@@ -133,7 +130,7 @@ def _tensor(images: np.ndarray, labels: np.ndarray, scale: float) -> tuple[torch
     return x, torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1))
 
 
-def _digits(name, root) -> Dataset:
+def _digits(name: str, root: Path) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -170,7 +167,7 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{stem}[.gz] not found")
 
 
-def _idx(name, root) -> Dataset:
+def _idx(name: str, root: Path) -> Dataset:
     xtr = _read_idx(_find(root, "train-images-idx3-ubyte"))
     ytr = _read_idx(_find(root, "train-labels-idx1-ubyte"))
     xte = _read_idx(_find(root, "t10k-images-idx3-ubyte"))
@@ -189,18 +186,19 @@ class _DataUnpickler(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        return _DataUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+        data: dict[str, Any] = _DataUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+    return data
 
 
-def _cifar(name, root) -> Dataset:
+def _cifar(name: str, root: Path) -> Dataset:
     if name == "cifar10":
         base = root / "cifar-10-batches-py"
         train_files, test_files = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]
@@ -210,7 +208,7 @@ def _cifar(name, root) -> Dataset:
         train_files, test_files = ["train"], ["test"]
         label_key, meta_file, names_key = "fine_labels", "meta", "fine_label_names"
 
-    def read(files):
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         parts = [_unpickle(base / f) for f in files]
         data = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts])
         labels = np.concatenate([np.asarray(p[label_key]) for p in parts])
@@ -223,10 +221,10 @@ def _cifar(name, root) -> Dataset:
 
 # --- SVHN (.mat files) ------------------------------------------------------------------------
 
-def _svhn(name, root) -> Dataset:
+def _svhn(name: str, root: Path) -> Dataset:
     from scipy.io import loadmat
 
-    def read(split):
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
         mat = loadmat(root / f"{split}_32x32.mat")
         x = np.transpose(mat["X"], (3, 2, 0, 1))  # (H, W, C, N) -> (N, C, H, W)
         y = mat["y"].astype(np.int64).reshape(-1) % 10  # SVHN labels digit 0 as 10
@@ -241,7 +239,7 @@ def _svhn(name, root) -> Dataset:
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def _imagefolder(name, root) -> Dataset:
+def _imagefolder(name: str, root: Path) -> Dataset:
     from PIL import Image
 
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -253,7 +251,7 @@ def _imagefolder(name, root) -> Dataset:
     if not files["train"] or not files["test"]:
         raise ValueError("train/ or test/ holds no images")
 
-    def read(path):  # decode now and close the file: lazy opens exhaust file descriptors
+    def read(path: Path) -> Image.Image:  # decode now and close the file: lazy opens exhaust file descriptors
         with Image.open(path) as im:
             im.load()
             return im.copy()
@@ -265,10 +263,10 @@ def _imagefolder(name, root) -> Dataset:
     if len(sizes) != 1:
         raise ValueError(f"images differ in size ({sorted(sizes)[:3]}...); resize them to one size")
 
-    def stack(split):
+    def stack(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         arr = np.stack([np.asarray(im.convert(mode)) for im in images[split]])
         arr = arr[:, None] if grey else arr.transpose(0, 3, 1, 2)
-        return _tensor(arr, [label for _, label in files[split]], 255.0)
+        return _tensor(arr, np.array([label for _, label in files[split]]), 255.0)
 
     return Dataset(name, *stack("train"), *stack("test"), classes)
 
@@ -288,13 +286,13 @@ class DeviceData:
     flip: bool
 
 
-def prepare(ds: Dataset, mean, std, device) -> DeviceData:
+def prepare(ds: Dataset, mean: Sequence[float], std: Sequence[float], device: torch.device | str) -> DeviceData:
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     if m.shape[1] != ds.in_channels:
         raise UserError(f"the model normalises {m.shape[1]} channels but {ds.name} has {ds.in_channels}")
 
-    def norm(x):
+    def norm(x: torch.Tensor) -> torch.Tensor:
         return ((x - m) / s).to(device)
 
     return DeviceData(norm(ds.train_x), ds.train_y.to(device), norm(ds.test_x), ds.test_y.to(device),

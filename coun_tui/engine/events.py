@@ -41,6 +41,9 @@ class EpochMetrics:
     epoch: int
     metrics: dict[str, float]  # RA, UA, TA, MIA (percent) on the fixed probe subsets
     gap: dict[str, float] | None = None  # |metric - Retrain's| per metric, plus "avg"
+    # On the same subsets: the MIA variants, the k-NN probe on D_u and, against a Retrain that
+    # kept its reference.npz, agreement and CKA (keys as in metrics.json)
+    extra: dict[str, float] | None = None
     kind: str = "epoch"
 
 
@@ -59,6 +62,8 @@ class Done:
     metrics: dict[str, Any]  # final metrics on the full sets
     seconds: float
     flops: float
+    paper_flops: float | None = None  # the same training counted by the paper's convention
+    reference: Any = field(default=None, repr=False)  # a Retrain's reference.View, kept out of JSON
     kind: str = "done"
 
 
@@ -75,15 +80,11 @@ class Cancelled:
 
 
 Event = Started | Step | EpochMetrics | Embedding | Done | Failed | Cancelled
-_BY_KIND = {cls.kind: cls for cls in (Started, Step, EpochMetrics, Embedding, Done, Failed, Cancelled)}
+
+
+RAW_FIELDS = ("features", "reference")  # arrays that travel with an event but are not logged
 
 
 def to_json(event: Event) -> str:
-    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "features"}
+    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in RAW_FIELDS}
     return json.dumps(data, separators=(",", ":"))
-
-
-def from_json(line: str) -> Event:
-    data = json.loads(line)
-    cls = _BY_KIND[data["kind"]]
-    return cls(**data)

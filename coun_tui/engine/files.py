@@ -1,15 +1,17 @@
-"""Atomic writes: every file the engine writes goes through here."""
+"""Atomic writes and whole-line appends: every file the engine writes goes through here."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb"):
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write to a temporary file beside `path`, then rename it over `path`.
 
     On any error `path` keeps its old content and the temporary file is removed, so a crash or a
@@ -44,3 +46,17 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def append_line(log: BinaryIO, line: str) -> None:
+    """Append one whole line or nothing: a failed write (a full disk) is cut back off."""
+    data = memoryview((line + "\n").encode())
+    start = log.tell()
+    try:
+        while data:
+            data = data[log.write(data):]
+    except OSError:
+        with contextlib.suppress(OSError):
+            log.seek(start)
+            log.truncate()
+        raise

@@ -11,10 +11,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 STEMS = ("cifar", "imagenet")
-FEATURE_DIM = 512
 
 
-class ResNet18(ResNet):
+class ResNet18(ResNet):  # type: ignore[misc]  # torchvision ships no type information
     def __init__(self, num_classes: int, in_channels: int = 3, stem: str = "cifar"):
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
         if stem == "cifar":

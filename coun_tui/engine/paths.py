@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -21,18 +20,16 @@ def shipped_models() -> list[Path]:
 
 
 def saved_runs(runs_dir: Path) -> list[Path]:
-    """Run directories under runs_dir, newest first (finished or not)."""
-    if not runs_dir.is_dir():
+    """Run directories under runs_dir (those with a run.toml), newest first, finished or not."""
+    try:
+        runs = [p for p in Path(runs_dir).iterdir() if (p / "run.toml").is_file()]
+    except OSError:
         return []
-    runs = [p for p in runs_dir.iterdir() if (p / "run.toml").is_file()]
-    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # deleted meanwhile
+            return 0.0
 
-def run_status(run_dir: Path) -> str:
-    """done, failed, cancelled, or running/interrupted (no verdict written)."""
-    if (run_dir / "metrics.json").is_file():
-        return "done"
-    status = run_dir / "status.json"
-    if status.is_file():
-        return json.loads(status.read_text()).get("status", "failed")
-    return "incomplete"
+    return sorted(runs, key=mtime, reverse=True)

@@ -6,20 +6,28 @@ empty forget set): a method only supplies its loss and optional hooks (see metho
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from coun_tui.engine import UserError, checkpoint, data as data_mod, metrics, model as model_mod
+from coun_tui.engine import UserError, checkpoint, metrics
+from coun_tui.engine import data as data_mod
+from coun_tui.engine import model as model_mod
+from coun_tui.engine import reference as ref_mod
 from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Event, Failed, Started, Step
-from coun_tui.engine.forget import ForgetSpec, Split, make_split
-from coun_tui.engine.methods import Batch, Context, Method, get as get_method
+from coun_tui.engine.forget import ForgetSpec, Split, check_seed, make_split
+from coun_tui.engine.methods import Batch, Context, Method, check_hparams
+from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.methods.base import info_nce
+from coun_tui.engine.records import METRICS, method_label
 
 EMBED_RETAIN, EMBED_FORGET = 300, 150  # probe points drawn in the embedding scatter
 
@@ -40,7 +48,10 @@ class RunSpec:
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     reference: str | None = None  # a Retrain run directory or checkpoint for the gaps
-    probe_size: int = 512
+    probe_size: int = 2048  # samples per set evaluated each epoch: all of digits' (see _Probes)
+    # A foreign checkpoint's input normalisation, when its file does not record it (--mean/--std)
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 @dataclass
@@ -54,6 +65,7 @@ class Prepared:
     hparams: dict[str, Any]
     device: torch.device
     reference: dict[str, float] | None = None
+    reference_view: ref_mod.View | None = None  # the Retrain's reference.npz, when it kept one
 
     @property
     def use_cl(self) -> bool:
@@ -77,7 +89,7 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def autocast_for(device: torch.device, precision: str):
+def autocast_for(device: torch.device, precision: str) -> metrics.Autocast:
     """bf16 autocast where the hardware supports it (a zero-argument context factory)."""
     if precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"unknown precision {precision!r}; use auto, bf16 or fp32")
@@ -94,26 +106,14 @@ def autocast_for(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def merged_hparams(method_cls: type[Method], meta: dict, overrides: dict) -> dict[str, Any]:
+def merged_hparams(method_cls: type[Method], meta: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The method's defaults, Retrain's from the checkpoint's recipe, then `overrides`: every value
+    checked against the method's declarations (one clear line if one is out of range)."""
     hp = method_cls.all_defaults()
-    if method_cls.from_scratch and isinstance(meta.get("recipe"), dict):
-        hp.update({k: v for k, v in meta["recipe"].items() if k in hp})  # Retrain = the original recipe
-    unknown = sorted(set(overrides) - set(hp))
-    if unknown:
-        raise UserError(f"{method_cls.name} has no hyperparameter {', '.join(unknown)}; "
-                        f"it takes: {', '.join(sorted(hp))}")
-    for key, value in overrides.items():
-        default = hp[key]
-        try:
-            hp[key] = type(default)(value) if default is not None and not isinstance(default, bool) else value
-        except (TypeError, ValueError):
-            kind = {int: "an integer", float: "a number"}.get(type(default), "text")
-            raise UserError(f"--{key.replace('_', '-')} {value!r}: expected {kind}") from None
-    for key in ("epochs", "batch_size"):
-        if int(hp[key]) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
-    if hp["schedule"] not in ("cosine", "step", "constant"):
-        raise UserError(f"unknown schedule {hp['schedule']!r}; use cosine, step or constant")
+    if method_cls.from_scratch and isinstance(meta.get("recipe"), dict):  # Retrain = the original recipe
+        recipe = {k: v for k, v in meta["recipe"].items() if k in hp}
+        hp.update(check_hparams(method_cls, recipe, lambda key: f"the checkpoint's recipe {key}"))
+    hp.update(check_hparams(method_cls, overrides))
     return hp
 
 
@@ -128,8 +128,7 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
         if model.in_channels != dataset.in_channels or model.num_classes != len(dataset.classes):
             raise UserError(f"{spec.model} takes {model.in_channels} channel(s) and {model.num_classes} "
                             f"classes but {name} has {dataset.in_channels} and {len(dataset.classes)}")
-        if meta.get("mean") is None:
-            meta["mean"], meta["std"] = dataset.channel_stats()
+        meta.update(checkpoint.resolve_normalisation(meta, name, spec.mean, spec.std))
     else:
         if not spec.dataset:
             raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
@@ -137,55 +136,151 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
         mean, std = dataset.channel_stats()
         meta = {"arch": "resnet18", "stem": "cifar", "in_channels": dataset.in_channels,
                 "num_classes": len(dataset.classes), "dataset": dataset.name, "subset": dataset.subset,
-                "subset_seed": dataset.subset_seed, "mean": mean, "std": std}
+                "subset_seed": dataset.subset_seed, "mean": mean, "std": std,
+                "normalisation": "the training split's per-channel statistics"}
         model = None
     meta["classes"] = dataset.classes
     return model, meta, dataset
 
 
-def prepare(spec: RunSpec) -> Prepared:
-    """Load and check everything a run needs; raises UserError with one clear line on bad input."""
+def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
+    """What can be checked without the checkpoint or data: device, precision, method, its
+    hyperparameters' names and values, the seed and the +CL rules."""
     device = resolve_device(spec.device)
+    autocast_for(device, spec.precision)  # an unknown or unsupported precision fails here, not mid-run
     method_cls = get_method(spec.method)
-    model, meta, dataset = load_source(spec)
-    split = make_split(spec.forget, dataset.train_y.numpy())
+    check_hparams(method_cls, spec.hparams)  # before the model and data load: a typo fails at once
+    check_seed(spec.seed)
+    if spec.cl and method_cls.always_cl:
+        raise UserError(f"{method_cls.name}'s contrastive term is always on: drop --cl "
+                        "(--lambda and --tau tune it)")
+    if spec.cl and method_cls.from_scratch:
+        raise UserError(f"{method_cls.name} is the reference and takes no contrastive term: drop --cl")
+    return device, method_cls
+
+
+def _check_split(spec: RunSpec, split: Split) -> None:
     if len(split.retain) < 2:
         raise UserError("the forget set covers (almost) the whole train split: nothing left to retain")
     if spec.model and len(split.forget) == 0:
         raise UserError("nothing to forget: pass --forget-class, --forget-fraction or --forget-indices")
+
+
+def _check_reference(spec: RunSpec, split: Split,
+                     n_test: int) -> tuple[dict[str, float] | None, ref_mod.View | None]:
+    """The Retrain run given as reference, checked against this split: (its scores, its view)."""
+    if not spec.reference:
+        return None, None
+    from coun_tui.engine.runs import load_reference
+
+    return load_reference(spec.reference, split), ref_mod.load_view(spec.reference, split.forget, n_test)
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Load and check everything a run needs; raises UserError with one clear line on bad input."""
+    device, method_cls = _check_settings(spec)
+    model, meta, dataset = load_source(spec)
+    split = make_split(spec.forget, dataset.train_y.numpy())
+    _check_split(spec, split)
     hparams = merged_hparams(method_cls, meta, spec.hparams)
+    # run.toml records the run as made: the method's own name, the model's full path, typed values.
+    spec = replace(spec, method=method_cls.name, model=str(Path(spec.model).resolve()) if spec.model else None,
+                   hparams={key: hparams[key] for key in spec.hparams})
     if model is None or method_cls.from_scratch:
         torch.manual_seed(spec.seed)
         model = model_mod.build(meta["num_classes"], meta["in_channels"], meta["stem"])
-    reference = None
-    if spec.reference:
-        from coun_tui.engine.runs import load_reference
-
-        reference = load_reference(spec.reference, split)
+    reference, view = _check_reference(spec, split, len(dataset.test_y))
     return Prepared(spec, model.to(device), meta, dataset, split, method_cls(hparams), hparams, device,
-                    reference)
+                    reference, view)
+
+
+@functools.lru_cache(maxsize=4)
+def _labels(name: str, root: str | None, subset: int | None, subset_seed: int) -> tuple[np.ndarray, int]:
+    """A dataset's train labels and test size (a sweep checks many runs on one dataset)."""
+    dataset = data_mod.load(name, root, subset, subset_seed)
+    return dataset.train_y.numpy(), len(dataset.test_y)
+
+
+def check(spec: RunSpec) -> str:
+    """The checks a launcher makes before it starts a job, so that bad input is one line and
+    nothing is written: what `prepare` checks (the device, the method and its hyperparameters,
+    the seed, the checkpoint and its normalisation, the forget set against the dataset's labels,
+    and the Retrain reference against that split) without moving anything to the device.
+    Returns the device's queue name (e.g. "cpu", "cuda:0")."""
+    device, method_cls = _check_settings(spec)
+    meta = checkpoint.load(spec.model)[1] if spec.model else {}  # the weights too: a broken file fails here
+    merged_hparams(method_cls, meta, spec.hparams)
+    name = spec.dataset or meta.get("dataset")
+    if spec.model and not name:
+        raise UserError(f"{spec.model} does not say which dataset it was trained on; pass --dataset")
+    if spec.model:  # a foreign model's normalisation, before it runs
+        checkpoint.resolve_normalisation(meta, str(name), spec.mean, spec.std)
+        key = (name, spec.data_root, meta.get("subset"), meta.get("subset_seed") or 0)
+    elif name:
+        key = (name, spec.data_root, spec.subset, spec.seed)
+    else:
+        raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
+    labels, n_test = _labels(*key)
+    split = make_split(spec.forget, labels)
+    _check_split(spec, split)
+    _check_reference(spec, split, n_test)
+    return f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
 
 
 def evaluate_checkpoint(spec: RunSpec) -> tuple[dict[str, Any], Split, dict[str, Any]]:
     """Full-set RA, UA, TA, MIA (+ gaps with a reference) of spec.model, at spec.precision.
 
-    Without forget flags, an unlearned checkpoint is evaluated on its own recorded forget set.
+    Without forget flags, an unlearned checkpoint is evaluated on its own recorded forget set,
+    and any other checkpoint on the split of the Retrain run given as reference.
     """
+    check_seed(spec.seed)
     model, meta, dataset = load_source(spec)
+    if model is None:
+        raise UserError("nothing to evaluate: pass --model FILE")
     forget = spec.forget
-    if forget == ForgetSpec() and isinstance(meta.get("forget"), dict):
-        forget = ForgetSpec.from_dict(meta["forget"])
+    no_flags = not (forget.classes or forget.fraction is not None or forget.indices_file or forget.indices)
+    if no_flags and meta.get("forget") is not None:  # its own, indices included
+        forget = ForgetSpec.from_dict(meta["forget"], f"{Path(spec.model or '').name} metadata forget")
+    elif no_flags and spec.reference:
+        forget = _forget_of_reference(spec.reference)
     split = make_split(forget, dataset.train_y.numpy())
     device = resolve_device(spec.device)
     data = data_mod.prepare(dataset, meta["mean"], meta["std"], device)
     model.to(device)
-    result = evaluate_split(model, data, split, forget, autocast_for(device, spec.precision))
+    reference = view = None
     if spec.reference:
         from coun_tui.engine.runs import load_reference
 
-        gap, avg = metrics.gaps(result, load_reference(spec.reference, split))
-        result.update(gap=gap, avg_gap=avg)
-    return result, split, meta
+        reference = load_reference(spec.reference, split)
+        view = ref_mod.load_view(spec.reference, split.forget, len(dataset.test_y))
+    rows = probe_rows(split, len(data.test_y), spec.seed, spec.probe_size, view)
+    result, _ = evaluate_split(model, data, split, forget, autocast_for(device, spec.precision), rows, view,
+                               spec.seed)
+    out: dict[str, Any] = dict(result)
+    if reference:
+        gap, avg = metrics.gaps(result, reference)
+        out.update(gap=gap, avg_gap=avg)
+    return out, split, meta
+
+
+def _forget_of_reference(reference: str) -> ForgetSpec:
+    """The forget set a Retrain reference was made on: its run's split.npz (and the recorded seed,
+    which the MIA's draw uses), or its checkpoint's record."""
+    import json
+
+    path = Path(reference)
+    if (path / "split.npz").is_file():
+        try:
+            seed = int(json.loads((path / "metrics.json").read_text())["forget"]["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seed = 0
+        return ForgetSpec(indices_file=str(path / "split.npz"), seed=seed)
+    if path.is_file():
+        recorded = checkpoint.read_meta(path).get("forget")
+        if isinstance(recorded, dict):
+            return ForgetSpec.from_dict(recorded)
+    raise UserError(f"--reference {reference} records no forget set; pass --forget-class, "
+                    "--forget-fraction or --forget-indices")
 
 
 def test_rows(test_y: torch.Tensor, forget: ForgetSpec) -> np.ndarray:
@@ -198,9 +293,30 @@ def test_rows(test_y: torch.Tensor, forget: ForgetSpec) -> np.ndarray:
     return np.flatnonzero(~np.isin(labels, forget.classes)) if forget.classes else np.arange(len(labels))
 
 
-def evaluate_split(model, data: data_mod.DeviceData, split: Split, forget: ForgetSpec,
-                   autocast=None) -> dict[str, float]:
-    """The final, full-set evaluation, the same for runs and `coun-lab eval`.
+def probe_rows(split: Split, n_test: int, seed: int, size: int,
+               reference: ref_mod.View | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed, seeded subsets (retain, forget, test of every class) evaluated during a run; a
+    Retrain keeps its model's view of the forget and test ones, and a run measured against it
+    uses that Retrain's rows instead, so both are compared on the very same samples."""
+    rng = np.random.default_rng(seed)
+    rows = (ref_mod.pick(rng, split.retain, size), ref_mod.pick(rng, split.forget, size),
+            ref_mod.pick(rng, np.arange(n_test), size))
+    return rows if reference is None else (rows[0], reference.forget_idx, reference.test_idx)
+
+
+def _positions(of: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Where each value of `of` sits in `within` (every value is there)."""
+    order = np.argsort(within)
+    return order[np.searchsorted(within[order], of)]
+
+
+def evaluate_split(model: model_mod.ResNet18, data: data_mod.DeviceData, split: Split, forget: ForgetSpec,
+                   autocast: metrics.Autocast | None = None,
+                   rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, reference: ref_mod.View | None = None,
+                   seed: int = 0) -> tuple[dict[str, float], ref_mod.View]:
+    """The final, full-set evaluation, the same for runs and `coun-lab eval`: RA, UA, TA, MIA and
+    the MIA variants on the full sets, and the model's view of the `rows` of probe_rows (the
+    forget and test samples a Retrain keeps), compared with `reference` when there is one.
 
     It runs under the run's precision: on a CPU with bf16 support, inference in fp32 is 3x slower
     (290 vs 970 img/s) and the shipped Fashion-MNIST model's TA is 90.33% either way (14 of 10,000
@@ -208,16 +324,30 @@ def evaluate_split(model, data: data_mod.DeviceData, split: Split, forget: Forge
     """
     device = data.train_x.device
     r, f = (torch.from_numpy(a).to(device) for a in (split.retain, split.forget))
-    t = torch.from_numpy(test_rows(data.test_y, forget)).to(device)
+    rows = rows or probe_rows(split, len(data.test_y), seed, 512, reference)
     model.to(memory_format=torch.channels_last)
     try:
-        return metrics.evaluate(model, data.train_x[r], data.train_y[r], data.train_x[f], data.train_y[f],
-                                data.test_x[t], data.test_y[t], autocast=autocast, seed=forget.seed)
+        pr = metrics.predict(model, data.train_x[r], autocast=autocast)
+        pf, zf = metrics.predict(model, data.train_x[f], autocast=autocast, want_features=True)
+        pt, zt = metrics.predict(model, data.test_x, autocast=autocast, want_features=True)  # every class
     finally:
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
+    keep = torch.from_numpy(test_rows(data.test_y, forget))  # TA: the retained classes' test samples
+    yr, yf, yt = data.train_y[r].cpu(), data.train_y[f].cpu(), data.test_y.cpu()
+    result = metrics.scores(pr, yr, pf, yf, pt[keep], yt[keep], seed=forget.seed)
+    at = _positions(rows[1], split.forget)
+    view = ref_mod.View.of(rows[1], rows[2], pf[at], zf[at], zt[rows[2]])
+    result.update(ref_mod.compare(view, reference, data.train_y.cpu().numpy(), yt.numpy()))
+    return result, view
 
 
-def run(prep: Prepared, cancel=None) -> Iterator[Event]:
+class CancelFlag(Protocol):
+    """What a run polls every step to stop early (a threading.Event, or a job's cancel file)."""
+
+    def is_set(self) -> bool: ...
+
+
+def run(prep: Prepared, cancel: CancelFlag | None = None) -> Iterator[Event]:
     """Train as the spec says, yielding events; never raises for a failing run (yields Failed)."""
     try:
         yield from _train(prep, cancel)
@@ -229,7 +359,7 @@ def run(prep: Prepared, cancel=None) -> Iterator[Event]:
         yield Failed(f"{type(exc).__name__}: {exc}")
 
 
-def lr_at(hp: dict, step: int, total: int) -> float:
+def lr_at(hp: dict[str, Any], step: int, total: int) -> float:
     base, floor = float(hp["lr"]), float(hp["min_lr"])
     if hp["schedule"] == "cosine":
         return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * step / max(1, total)))
@@ -244,35 +374,44 @@ def steps_in(n: int, batch_size: int) -> int:
 
 
 class _Probes:
-    """Fixed, seeded subsets used to evaluate during a run (full sets are used at the end)."""
+    """Fixed, seeded subsets used to evaluate during a run (full sets are used at the end).
 
-    def __init__(self, prep: Prepared, data: data_mod.DeviceData, autocast):
-        rng = np.random.default_rng(prep.spec.seed)
-        size = prep.spec.probe_size
+    A set no larger than probe_size is used whole, in the final evaluation's order, and the MIA's
+    first draw uses the final's seed: so on digits the last epoch's numbers are the final ones.
+    The MIA also reports its spread over balanced draws (MIA_sd): a probe estimate, with its doubt.
+    """
 
-        def pick(idx):
-            return np.sort(rng.choice(idx, size, replace=False)) if len(idx) > size else idx
-
-        r, f = pick(prep.split.retain), pick(prep.split.forget)
-        t = pick(test_rows(data.test_y, prep.spec.forget))
+    def __init__(self, prep: Prepared, data: data_mod.DeviceData, autocast: metrics.Autocast):
+        r, f, t = probe_rows(prep.split, len(data.test_y), prep.spec.seed, prep.spec.probe_size,
+                             prep.reference_view)
+        self.rows = (r, f, t)
         self.sets = {"retain": (data.train_x[r], data.train_y[r]), "forget": (data.train_x[f], data.train_y[f]),
                      "test": (data.test_x[t], data.test_y[t])}
-        self.autocast, self.seed = autocast, prep.spec.seed
+        # TA and the MIA's non-members: the retained classes' test samples among the test rows
+        self.keep = torch.from_numpy(~np.isin(data.test_y[t].cpu().numpy(), prep.spec.forget.classes))
+        self.train_y, self.test_y = data.train_y.cpu().numpy(), data.test_y.cpu().numpy()
+        self.autocast, self.reference = autocast, prep.reference_view
+        self.seed = prep.spec.forget.seed  # the final MIA's seed
 
-    def evaluate(self, model) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
-        out = {name: metrics.predict(model, x, autocast=self.autocast, want_features=name != "test")
+    def evaluate(self, model: model_mod.ResNet18) -> tuple[dict[str, float], dict[str, float], np.ndarray, np.ndarray,
+                                                         np.ndarray]:
+        out = {name: metrics.predict(model, x, autocast=self.autocast, want_features=True)
                for name, (x, _) in self.sets.items()}
-        (pr, zr), (pf, zf), pt = out["retain"], out["forget"], out["test"]
-        yr, yf, yt = (self.sets[k][1] for k in ("retain", "forget", "test"))
-        result = {"RA": metrics.accuracy(pr, yr),
-                  "UA": 100.0 - metrics.accuracy(pf, yf) if len(yf) else float("nan"),
-                  "TA": metrics.accuracy(pt, yt),
-                  "MIA": metrics.mia_efficacy(metrics.confidence(pr, yr), metrics.confidence(pt, yt),
-                                              metrics.confidence(pf, yf), seed=self.seed)}
+        (pr, zr), (pf, zf), (pt, zt) = out["retain"], out["forget"], out["test"]
+        yr, yf, yt = (self.sets[k][1].cpu() for k in ("retain", "forget", "test"))
+        scores = metrics.scores(pr, yr, pf, yf, pt[self.keep], yt[self.keep], seed=self.seed)
+        result = {k: scores.pop(k) for k in METRICS}
+        result["MIA_sd"] = float("nan")
+        if len(yf):  # the first draw is the final's MIA on sets this small; the spread is its doubt
+            result["MIA"], result["MIA_sd"] = metrics.mia_spread(
+                metrics.confidence(pr, yr), metrics.confidence(pt[self.keep], yt[self.keep]),
+                metrics.confidence(pf, yf), seed=self.seed)
+        view = ref_mod.View.of(self.rows[1], self.rows[2], pf, zf, zt)
+        extra = {**scores, **ref_mod.compare(view, self.reference, self.train_y, self.test_y)}
         feats = torch.cat([zr[:EMBED_RETAIN], zf[:EMBED_FORGET]]).numpy()
-        labels = torch.cat([yr[:EMBED_RETAIN], yf[:EMBED_FORGET]]).cpu().numpy()
+        labels = torch.cat([yr[:EMBED_RETAIN], yf[:EMBED_FORGET]]).numpy()
         is_forget = np.r_[np.zeros(min(len(yr), EMBED_RETAIN), bool), np.ones(min(len(yf), EMBED_FORGET), bool)]
-        return result, feats, labels, is_forget
+        return result, extra, feats, labels, is_forget
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -283,17 +422,18 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
     xy = PCA(n_components=2, random_state=0).fit_transform(features)
     # PCA's sign is arbitrary: fix it so successive snapshots do not flip.
     signs = np.sign(xy[np.abs(xy).argmax(0), [0, 1]])
-    return xy * np.where(signs == 0, 1, signs)
+    fixed: np.ndarray = xy * np.where(signs == 0, 1, signs)
+    return fixed
 
 
 def _epoch_events(prep: Prepared, probes: _Probes, epoch: int) -> Iterator[Event]:
-    probe_metrics, feats, labels, is_forget = probes.evaluate(prep.model)
+    probe_metrics, extra, feats, labels, is_forget = probes.evaluate(prep.model)
     gap, avg = metrics.gaps(probe_metrics, prep.reference)
-    yield EpochMetrics(epoch, probe_metrics, None if gap is None else {**gap, "avg": avg})
+    yield EpochMetrics(epoch, probe_metrics, None if gap is None or avg is None else {**gap, "avg": avg}, extra)
     yield Embedding(epoch, np.round(pca_2d(feats), 4).tolist(), labels.tolist(), is_forget.tolist(), feats)
 
 
-def _train(prep: Prepared, cancel) -> Iterator[Event]:
+def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
     start = time.perf_counter()
     hp, device, model, method = prep.hparams, prep.device, prep.model, prep.method
     seed = prep.spec.seed
@@ -309,7 +449,7 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
     forget = torch.from_numpy(prep.split.forget).to(device)
     bs = int(hp["batch_size"])
     ctx = Context(model, data, retain, forget, hp, prep.meta["num_classes"], device, autocast,
-                  metrics.FlopMeter())
+                  metrics.FlopMeter(), seed=seed)
 
     # The pool of the main stream and its labels.
     labels = data.train_y
@@ -327,7 +467,7 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
     ctx.steps_per_epoch = steps_per_epoch
     epochs = int(hp["epochs"])
     total = epochs * steps_per_epoch
-    yield Started(method.name + ("+cl" if prep.spec.cl and not method.always_cl else ""), epochs,
+    yield Started(method_label(method.name, prep.spec.cl and not method.always_cl), epochs,
                   steps_per_epoch, len(retain), len(forget), str(device), dict(hp))
 
     probes = _Probes(prep, data, autocast)
@@ -342,6 +482,7 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
 
     for epoch in range(epochs):
         ctx.epoch = epoch
+        method.before_epoch(ctx)
         order = pool[torch.randperm(len(pool), generator=gen_order).to(device)]
         for i in range(steps_per_epoch):
             if cancel is not None and cancel.is_set():
@@ -363,33 +504,39 @@ def _train(prep: Prepared, cancel) -> Iterator[Event]:
                 losses = method.loss(ctx, batch, logits.float())
                 if prep.use_cl:
                     losses["cl"] = float(hp["lambda"]) * _cl_term(ctx, batch, idx, z, cyclers["retain"], gen_cl)
-                loss = sum(losses.values())
+                loss = functools.reduce(torch.add, losses.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             if not torch.isfinite(loss):
                 yield Failed(f"loss became {loss.item()} at step {ctx.step + 1} (epoch {epoch + 1}); "
-                             "lower --lr")
+                             "lower --lr" + (" or raise --tau" if prep.use_cl else ""))
                 return
             method.before_step(ctx)
             opt.step()
             method.after_step(ctx)
             ctx.step += 1
-            images += len(idx) + (0 if batch.forget_x is None else len(batch.forget_x))
+            trained = len(idx) + (0 if batch.forget_x is None else len(batch.forget_x))
+            images += trained
+            ctx.flops.count_images(trained=trained)
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["total"] = float(loss.detach())
             yield Step(ctx.step, epoch + 1, values, lr, images, ctx.flops.total, time.perf_counter() - start)
         yield from _epoch_events(prep, probes, epoch + 1)
 
-    final = evaluate_split(model, data, prep.split, prep.spec.forget, autocast)
+    final, view = evaluate_split(model, data, prep.split, prep.spec.forget, autocast, probes.rows,
+                                 prep.reference_view, seed)
     gap, avg = metrics.gaps(final, prep.reference) if len(forget) else (None, None)
-    yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total)
+    paper = ctx.flops.paper_count(metrics.forward_flops(model, tuple(data.train_x.shape[1:])))
+    yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total,
+               paper_flops=paper, reference=view if method.from_scratch and len(forget) else None)
 
 
 def _view(data: data_mod.DeviceData, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return data_mod.augment(data.train_x[idx], data, gen).contiguous(memory_format=torch.channels_last)
 
 
-def _cl_term(ctx: Context, batch: Batch, idx, z1, retain_cycler, gen) -> torch.Tensor:
+def _cl_term(ctx: Context, batch: Batch, idx: torch.Tensor, z1: torch.Tensor, retain_cycler: _Cycler,
+             gen: torch.Generator) -> torch.Tensor:
     """CoUn's cross-view InfoNCE on the step's retain samples (view 1 reuses the main forward)."""
     data = ctx.data
     rows = batch.is_retain
@@ -399,8 +546,10 @@ def _cl_term(ctx: Context, batch: Batch, idx, z1, retain_cycler, gen) -> torch.T
         ridx = retain_cycler.next()
         with ctx.autocast():
             z1 = ctx.model.features(_view(data, ridx, gen))
+        ctx.flops.count_images(trained=len(ridx))
     with ctx.autocast():
         z2 = ctx.model.features(_view(data, ridx, gen))
+    ctx.flops.count_images(forward_only=len(ridx))  # the paper counts view 2's forward only
     return info_nce(z1, z2, float(ctx.hparams["tau"]))
 
 
@@ -408,7 +557,8 @@ class _Cycler:
     """Endless batches from an index set, reshuffled on every pass."""
 
     def __init__(self, indices: torch.Tensor, batch_size: int, gen: torch.Generator):
-        self.indices, self.bs, self.gen, self.order, self.pos = indices, batch_size, gen, None, 0
+        self.indices, self.bs, self.gen, self.pos = indices, batch_size, gen, 0
+        self.order: torch.Tensor | None = None
 
     def next(self) -> torch.Tensor:
         if self.order is None or self.pos + 2 > len(self.order):  # no one-sample batches

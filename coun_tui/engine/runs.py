@@ -5,19 +5,24 @@ metrics.json is written last, so its presence marks a finished run. Every write 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import tomli_w
+from numpy.typing import ArrayLike
 
 from coun_tui.engine import UserError, checkpoint
-from coun_tui.engine.files import atomic_write
-from coun_tui.engine.events import Done, Event, Failed, Cancelled, to_json
+from coun_tui.engine.events import Done, Embedding, Event, Failed, to_json
+from coun_tui.engine.files import append_line, atomic_write
 from coun_tui.engine.forget import ForgetSpec, Split, make_split
-from coun_tui.engine.runner import Prepared, RunSpec, run
+from coun_tui.engine.records import LABELS_FILE, METRICS, Scores, read_labels, read_metrics
+from coun_tui.engine.reference import REFERENCE_FILE
+from coun_tui.engine.runner import CancelFlag, Prepared, RunSpec, run
+from coun_tui.engine.schema import parse_data
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -28,17 +33,11 @@ def write_json(path: Path, obj: Any) -> None:
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
     d = dataclasses.asdict(spec)
     d["forget"] = spec.forget.to_dict()
-    return _drop_none(d)
+    out: dict[str, Any] = _drop_none(d)
+    return out
 
 
-def spec_from_dict(d: dict[str, Any]) -> RunSpec:
-    d = dict(d)
-    d["forget"] = ForgetSpec.from_dict(d.get("forget", {}))
-    names = {f.name for f in dataclasses.fields(RunSpec)}
-    return RunSpec(**{k: v for k, v in d.items() if k in names})
-
-
-def _drop_none(obj):
+def _drop_none(obj: Any) -> Any:
     # TOML has no null: leave unset values out (they fall back to their defaults when read).
     if isinstance(obj, dict):
         return {k: _drop_none(v) for k, v in obj.items() if v is not None}
@@ -47,14 +46,15 @@ def _drop_none(obj):
     return obj
 
 
-def read_spec(run_dir: str | Path) -> RunSpec:
-    return spec_from_dict(tomllib.loads((Path(run_dir) / "run.toml").read_text()))
+def recorded_forget(prep: Prepared) -> dict[str, Any]:
+    return {**prep.spec.forget.to_dict(), "n_forget": len(prep.split.forget), "n_retain": len(prep.split.retain)}
 
 
 def unlearned_meta(prep: Prepared, done: Done) -> dict[str, Any]:
-    return {**{k: v for k, v in prep.meta.items() if k not in ("metrics", "recipe")},
-            "forget": {**prep.spec.forget.to_dict(), "n_forget": len(prep.split.forget),
-                       "n_retain": len(prep.split.retain)},
+    forget = recorded_forget(prep)
+    if prep.spec.forget.indices_file:  # the checkpoint carries its forget set, not a path to it
+        forget["indices"] = prep.split.forget.tolist()
+    return {**{k: v for k, v in prep.meta.items() if k not in ("metrics", "recipe")}, "forget": forget,
             "method": prep.method.name, "cl": prep.use_cl and not prep.method.always_cl,
             "hparams": prep.hparams, "seed": prep.spec.seed, "metrics": done.metrics,
             "parent": Path(prep.spec.model).name if prep.spec.model else None}
@@ -62,36 +62,75 @@ def unlearned_meta(prep: Prepared, done: Done) -> dict[str, Any]:
 
 def metrics_record(prep: Prepared, done: Done) -> dict[str, Any]:
     m = done.metrics
-    return {**{k: m[k] for k in ("RA", "UA", "TA", "MIA")}, "pflops": done.flops / 1e15,
+    extra = {k: v for k, v in m.items() if k not in (*METRICS, "gap", "avg_gap")}
+    paper = None if done.paper_flops is None else done.paper_flops / 1e15
+    return {**{k: m[k] for k in METRICS}, "pflops": done.flops / 1e15,
+            "pflops_epoch": done.flops / 1e15 / int(prep.hparams["epochs"]), "pflops_paper": paper,
             "seconds": done.seconds, "gap": m.get("gap"), "avg_gap": m.get("avg_gap"),
+            "reference": prep.reference, **extra,
             "method": prep.method.name, "cl": prep.use_cl and not prep.method.always_cl,
-            "forget": {**prep.spec.forget.to_dict(), "n_forget": len(prep.split.forget),
-                       "n_retain": len(prep.split.retain)},
+            "forget": recorded_forget(prep),
             "dataset": prep.dataset.name, "seed": prep.spec.seed, "hparams": prep.hparams}
 
 
-def record(prep: Prepared, out_dir: str | Path, cancel=None) -> Iterator[Event]:
-    """Run and keep everything in out_dir, passing every event on to the caller."""
+def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None) -> Iterator[Event]:
+    """Run and keep everything in out_dir, passing every event on to the caller.
+
+    The model and metrics.json are written before the `done` event is appended, so a log never
+    says done for a run whose files are missing; a write that fails (a full disk) ends the run
+    with one `failed` event instead. Each event is appended as one complete line.
+    """
+    from coun_tui.engine.jobs import stored_reference
+
     out = Path(out_dir)
     if (out / "metrics.json").exists():
         raise UserError(f"{out} already holds a finished run; choose another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
+    stored = dataclasses.replace(prep.spec, reference=stored_reference(prep.spec.reference, out))
     with atomic_write(out / "run.toml") as fh:
-        fh.write(tomli_w.dumps(spec_to_dict(prep.spec)).encode())
+        fh.write(tomli_w.dumps(spec_to_dict(stored)).encode())
     prep.split.save(out / "split.npz")
-    with open(out / "events.jsonl", "w") as log:
+    with open(out / "events.jsonl", "wb", buffering=0) as log:
         for event in run(prep, cancel):
-            log.write(to_json(event) + "\n")
-            log.flush()
             if isinstance(event, Done):
-                checkpoint.save(out / "model.safetensors", prep.model, unlearned_meta(prep, event))
-                write_json(out / "metrics.json", metrics_record(prep, event))
-            elif isinstance(event, (Failed, Cancelled)):
-                write_json(out / "status.json", {"status": event.kind, **dataclasses.asdict(event)})
+                event = _save_results(prep, event, out)
+            elif isinstance(event, Embedding) and event.features is not None:
+                with contextlib.suppress(OSError):  # only t-SNE of a reopened run needs it
+                    write_features(out, event.features)
+            append_line(log, to_json(event))
             yield event
+            if isinstance(event, Failed):
+                return
 
 
-def train_checkpoint(prep: Prepared, out_file: str | Path, cancel=None, dtype: str = "float32") -> Iterator[Event]:
+def _save_results(prep: Prepared, done: Done, out: Path) -> Done | Failed:
+    """The model, then metrics.json (which marks the run finished); on failure neither stays."""
+    try:
+        checkpoint.save(out / "model.safetensors", prep.model, unlearned_meta(prep, done))
+        if done.reference is not None:  # a Retrain: what later runs compare themselves with
+            done.reference.save(out / REFERENCE_FILE)
+        write_json(out / "metrics.json", metrics_record(prep, done))
+        return done
+    except OSError as exc:
+        for name in ("metrics.json", "model.safetensors", REFERENCE_FILE):
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+        return Failed(f"could not save the results in {out}: {exc.strerror or exc}; free some space and rerun")
+
+
+EMBEDDING_FILE = "embedding.npy"  # the last Embedding's raw features, for t-SNE of a reopened run
+
+
+def write_features(run_dir: Path, features: ArrayLike) -> None:
+    """Keep the latest embedding's features (float16, ~0.5 MB) so t-SNE works on a reopened run."""
+    import numpy as np
+
+    with atomic_write(Path(run_dir) / EMBEDDING_FILE) as fh:
+        np.save(fh, np.asarray(features, dtype=np.float16))
+
+
+def train_checkpoint(prep: Prepared, out_file: str | Path, cancel: CancelFlag | None = None,
+                     dtype: str = "float32") -> Iterator[Event]:
     """`coun-lab train`: train a new model and save it with its recipe as a checkpoint."""
     for event in run(prep, cancel):
         if isinstance(event, Done):
@@ -109,38 +148,25 @@ def load_reference(path: str | Path, split: Split) -> dict[str, float]:
         if not (p / "metrics.json").is_file():
             raise UserError(f"{p} is not a finished run (no metrics.json); finish the Retrain run first")
         ref_split = Split.load(p / "split.npz")
-        ref = json.loads((p / "metrics.json").read_text())
-        method = ref.get("method")
+        ref = read_metrics(p)
+        scores, method = ref.scores(), ref.method
     else:
         meta = checkpoint.read_meta(p)
         if not meta.get("metrics") or not meta.get("forget"):
             raise UserError(f"{p} holds no unlearning metrics; give a Retrain run directory or its model")
         from coun_tui.engine.data import load as load_data
 
+        where = f"{p.name} metadata"
+        scores = parse_data(Scores, meta["metrics"], f"{where} metrics").scores()
+        forget = ForgetSpec.from_dict(meta["forget"], f"{where} forget")
         ds = load_data(meta["dataset"], None, meta.get("subset"), meta.get("subset_seed") or 0)
-        ref_split = make_split(ForgetSpec.from_dict(meta["forget"]), ds.train_y.numpy())
-        ref, method = meta["metrics"], meta.get("method")
+        ref_split, method = make_split(forget, ds.train_y.numpy()), str(meta.get("method"))
     if not ref_split.same_as(split):
         raise UserError(f"reference {p} was made on another split ({len(ref_split.forget)} forget samples "
                         f"vs {len(split.forget)} here); use a Retrain run of the same forget set and seed")
     if method != "retrain":
         raise UserError(f"reference {p} is a {method} run; the reference must be a Retrain run")
-    return {k: float(ref[k]) for k in ("RA", "UA", "TA", "MIA")}
-
-
-LABELS_FILE = "labels.json"
-
-
-def read_labels(run_dir: str | Path) -> dict[str, Any]:
-    """A run's name and tags as a person gave them (labels.json); {"name": None, "tags": []} if none."""
-    try:
-        data = json.loads((Path(run_dir) / LABELS_FILE).read_text())
-    except (OSError, ValueError):
-        data = {}
-    name = data.get("name") if isinstance(data, dict) else None
-    tags = data.get("tags") if isinstance(data, dict) else None
-    return {"name": name if isinstance(name, str) and name else None,
-            "tags": [str(t) for t in tags] if isinstance(tags, list) else []}
+    return scores
 
 
 def write_labels(run_dir: str | Path, name: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:
@@ -152,3 +178,4 @@ def write_labels(run_dir: str | Path, name: str | None = None, tags: list[str] |
         labels["tags"] = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
     write_json(Path(run_dir) / LABELS_FILE, labels)
     return labels
+

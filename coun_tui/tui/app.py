@@ -2,43 +2,47 @@
 and compare runs side by side.
 
 The app is the layout, the model, launching and the panes; its other jobs are mixins of their own
-modules: `training` (worker threads, device queues, run events), `comparison` (the table and its
+modules: `training` (jobs: launch, follow, cancel, reattach), `comparison` (the table and its
 exports) and `saved_runs` (history and session).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import json
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, Tab, Tabs
-from textual.worker import Worker
+from textual.widgets import Button, Footer, Header, Static, Tab, Tabs
 
 from coun_tui.engine import UserError, paths
+from coun_tui.engine.records import method_label, read_spec, spec_from_dict
+from coun_tui.engine.runlog import RunLog, describe_spec, forget_of
+from coun_tui.engine.runner import RunSpec
 from coun_tui.engine.runs import spec_to_dict
 from coun_tui.tui.commands import LabCommands
 from coun_tui.tui.comparison import COMPARE_SECONDS, Comparison
 from coun_tui.tui.help_screen import HelpScreen
+from coun_tui.tui.keys import bindings
 from coun_tui.tui.messages import ModelLoaded, TsneReady
-from coun_tui.tui.runlog import RunLog, forget_of
 from coun_tui.tui.saved_runs import SavedRuns
 from coun_tui.tui.training import Training
 from coun_tui.tui.widgets.compare import ComparePanel, ComparisonTable
-from coun_tui.tui.widgets.dialogs import NoReferenceScreen
+from coun_tui.tui.widgets.dialogs import LaunchScreen
 from coun_tui.tui.widgets.model_picker import ModelPicker
-from coun_tui.tui.widgets.run_pane import RunPane, short_path
+from coun_tui.tui.widgets.quit_dialog import QuitScreen
+from coun_tui.tui.widgets.run_pane import RunPane, clipped, short_path
 from coun_tui.tui.widgets.setup_panel import SetupPanel
 
 STATUS_GLYPH = {"queued": "◦", "preparing": "…", "running": "▶", "done": "✔", "failed": "✖", "cancelled": "■",
-                "incomplete": "?"}
+                "incomplete": "?", "died": "✗", "damaged": "?"}
+TAB_NAME_CHARS = 24  # a long run name must not push the other tabs away
 EMPTY = ("No runs open. Set up on the left and press ctrl+r to run (t: its Retrain reference), "
          "or o to reopen saved runs.")
 
@@ -61,18 +65,12 @@ class RunTabs(Tabs, can_focus=False):
         event.stop()
 
 
-
-
-
-
-
-
 class CounLab(Training, Comparison, SavedRuns, App):
     """The lab. Constructed like `run_app` (model, dataset, data_root, runs_dir) for Pilot tests.
 
-    `export_dir`: where exports go (default: the working directory). `session`: reopen the panes
-    that were open last time in this runs directory, and keep that list up to date (`coun-lab`
-    does; tests opt in).
+    `export_dir`: where exports go (default: RUNS_DIR/exports). `session`: reopen the setup and the
+    panes as they were last time in this runs directory, and keep that record up to date
+    (`coun-lab` does; tests opt in). A model given here wins over the session's.
     """
 
     CSS_PATH = "coun_lab.tcss"
@@ -80,52 +78,25 @@ class CounLab(Training, Comparison, SavedRuns, App):
     SUB_TITLE = "machine unlearning, live"
     COMMANDS = App.COMMANDS | {LabCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    BINDINGS = [
-        Binding("ctrl+r", "launch", "Run", priority=True),
-        Binding("r", "launch", "Run", show=False),
-        Binding("t", "retrain", "Retrain ref"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("v", "compare_view", "Compare"),
-        Binding("o", "open_run", "Runs"),
-        Binding("x", "export", "Export"),
-        Binding("e", "tsne", "t-SNE"),
-        Binding("m", "pick_model", "Model"),
-        Binding("s", "toggle_setup", "Setup"),
-        Binding("n", "rename", "Rename", show=False),
-        Binding("g", "tag", "Tag", show=False),
-        Binding("delete", "delete_run", "Delete run", show=False),
-        Binding("k", "sort", "Sort", show=False),
-        Binding("K", "sort_reverse", "Reverse sort", show=False),
-        Binding("w", "close_pane", "Close pane", show=False),
-        Binding("left_square_bracket", "prev_pane", "Prev pane", show=False),
-        Binding("right_square_bracket", "next_pane", "Next pane", show=False),
-        Binding("d", "toggle_dark", "Light/dark", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("f1", "help", "Help", show=False, priority=True),
-        Binding("q", "quit", "Quit"),
-    ]
+    BINDINGS = bindings()  # declared in tui/keys.py with the palette, `?` and the README table
 
     def __init__(self, model: str | None = None, dataset: str | None = None, data_root: str | None = None,
                  runs_dir: str | Path | None = None, export_dir: str | Path | None = None,
                  session: bool = False) -> None:
         super().__init__()
         self.model_path = str(model or paths.DEFAULT_MODEL)
+        self._model_given = model is not None
         self.dataset_override, self.data_root = dataset, data_root
         self.runs_dir = Path(runs_dir) if runs_dir else paths.default_runs_dir()
-        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self.export_dir = Path(export_dir) if export_dir else self.runs_dir / "exports"
         self.session = session
-        self._cancels: dict[str, threading.Event] = {}
-        self._run_workers: dict[str, Worker] = {}
         self._panes: dict[str, RunPane] = {}  # run_id -> pane, in the order opened
         self._active: str | None = None
         self._seq = 0
-        self._queue = threading.Condition()
-        self._queues: dict[str, list[str]] = {}  # device -> run ids, the one training first
         self._compare_dirty = True
         self._compare_progress = False  # steps arrived since the table was drawn
         self._compare_drawn = 0.0
         self._view_chosen = False  # the person toggled the view: stop switching it for them
-        self._run_anyway: set[str] = set()  # splits for which "run without a reference" was chosen
         self._ref_cache: dict[str, Path | None] = {}
         self._restored = False
 
@@ -138,14 +109,19 @@ class CounLab(Training, Comparison, SavedRuns, App):
             with Vertical(id="runs"):
                 yield Static(EMPTY, id="empty")
                 yield RunTabs(id="run-tabs")
-                yield HorizontalScroll(id="panes")
+                yield HorizontalScroll(id="panes", can_focus=False)
                 yield ComparePanel(id="compare")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#run-tabs").display = False
         self.query_one("#panes").display = False
         self.set_interval(COMPARE_SECONDS, self._refresh_compare)
+        self._start_following()
+        if self.session and not self._model_given:  # the model the last session had set up
+            last = self.last_setup().get("model")
+            if isinstance(last, str) and Path(last).is_file():
+                self.model_path = last
         self.load_model(self.model_path, self.dataset_override, self.data_root)
 
     @property
@@ -215,11 +191,12 @@ class CounLab(Training, Comparison, SavedRuns, App):
                 self.query_one("#model-facts", Static).update(message.error)
         else:
             self.model_path = message.path
-            self.setup_panel.set_model(message.path, message.meta, message.dataset, self.data_root)
+            self.setup_panel.set_model(message.path, message.meta or {}, message.dataset, self.data_root)
             self.sub_title = Path(message.path).name
         if not self._restored:
             self._restored = True
             self._restore_session()
+            self.reattach()
 
     def action_pick_model(self) -> None:
         def chosen(path: str | None) -> None:
@@ -231,36 +208,87 @@ class CounLab(Training, Comparison, SavedRuns, App):
     # --- launching ----------------------------------------------------------------------------
 
     def action_launch(self) -> None:
-        if self.screen is self.base_screen:
-            self._launch(None)
+        self._launch(None)
 
     def action_retrain(self) -> None:
         self._launch("retrain")
 
-    def _launch(self, method: str | None) -> RunPane | None:
+    @on(Button.Pressed, "#launch")
+    def _run_pressed(self) -> None:
+        self._launch(None)
+
+    @on(Button.Pressed, "#retrain")
+    def _retrain_pressed(self) -> None:
+        self._launch("retrain")
+
+    @on(Button.Pressed, "#pick-model")
+    def _pick_model_pressed(self) -> None:
+        self.action_pick_model()
+
+    def _launch(self, method: str | None) -> None:
+        """Ask once (LaunchScreen) and start the run set up in the panel, or `method` on its split."""
+        if self.screen is not self.base_screen:  # a dialog is open: its keys are its own
+            return
         setup = self.setup_panel
         try:
             spec = setup.build_spec(method)
         except UserError as exc:
-            self.notify(str(exc), title="cannot run", severity="error", timeout=6)
-            return None
+            self.notify(str(exc), title="cannot run", severity="error", timeout=8)
+            return
         names = setup.dataset.classes if setup.dataset else None
-        key = forget_of(spec_to_dict(spec))
-        if (spec.method != "retrain" and not spec.reference and setup.split is not None
-                and len(setup.split.forget) and key not in self._run_anyway and not self._pending_retrain(key)):
-            what = spec.forget.describe(names) if names else "this forget set"
+        no_reference = None
+        if (spec.method != "retrain" and not spec.reference and setup.split is not None and len(setup.split.forget)
+                and not self._pending_retrain(forget_of(spec_to_dict(spec)))):
+            no_reference = spec.forget.describe(names) if names else "this forget set"
 
-            def chosen(choice: str | None) -> None:
-                if choice == "retrain_first":
-                    self.start_run(setup.build_spec("retrain"), names)
-                    self.start_run(spec, names)
-                elif choice == "run":
-                    self._run_anyway.add(key)
-                    self.start_run(spec, names)
+        def chosen(choice: str | None) -> None:
+            if choice == "retrain_first":
+                self.start_run(setup.build_spec("retrain"), names)
+            if choice in ("run", "retrain_first"):
+                pane = self.start_run(spec, names)
+                self.call_after_refresh(pane.focus)  # the run's keys (c, e, o...) are not typed into a field
 
-            self.push_screen(NoReferenceScreen(what, spec.method), chosen)
-            return None
-        return self.start_run(spec, names)
+        self.push_screen(LaunchScreen(self._launch_summary(spec, names), no_reference,
+                                      self._identical_run(spec)), chosen)
+
+    def _launch_summary(self, spec: RunSpec, names: list[str] | None) -> Text:
+        setup = self.setup_panel
+        hp = setup.effective_hparams(spec)
+        shown = [k for k in ("epochs", "lr", "batch_size", "lambda", "tau", "alpha", "gamma", "mask_ratio")
+                 if k in hp and (k not in ("lambda", "tau") or spec.cl or spec.method == "coun")]
+        split = setup.split
+        counts = f" (forget {len(split.forget):,} · retain {len(split.retain):,})" if split is not None else ""
+        text = Text.assemble((describe_spec(spec_to_dict(spec), names), "bold"), counts, "\n")
+        text.append(" · ".join(f"{k} {hp[k]}{'*' if k in spec.hparams else ''}" for k in shown))
+        text.append(f"\ndevice {spec.device} · model {Path(spec.model or '').name}")
+        if spec.hparams:
+            text.append("\n* changed from the default", style="dim")
+        return text
+
+    def _identical_run(self, spec: RunSpec) -> str | None:
+        """An open run (queued, running or done) or a finished saved run made with exactly this
+        spec: the same model, forget set, method, +CL, seed and hyperparameters."""
+        want = self._identity(spec)
+        for p in self._panes.values():
+            log = p.runlog
+            with contextlib.suppress(UserError):  # a damaged record is no duplicate
+                if log.spec and log.status not in ("failed", "cancelled") and self._identity(log.spec) == want:
+                    name = log.labels.get("name") or (log.run_dir.name if log.run_dir else log.title)
+                    return f"{name} ({log.status})"
+        for run in paths.saved_runs(self.runs_dir):
+            if not (run / "metrics.json").is_file() or self.pane_for(run) is not None:
+                continue
+            with contextlib.suppress(UserError):
+                if self._identity(read_spec(run)) == want:
+                    return f"{run.name} (done, in {short_path(self.runs_dir)})"
+        return None
+
+    def _identity(self, spec: RunSpec | dict) -> str:
+        spec = spec_from_dict(spec) if isinstance(spec, dict) else spec
+        return json.dumps({"method": spec.method.lower(), "cl": bool(spec.cl), "seed": spec.seed,
+                           "precision": spec.precision, "forget": spec.forget.to_dict(),
+                           "model": str(Path(spec.model).resolve()) if spec.model else None,
+                           "hparams": self.setup_panel.effective_hparams(spec)}, sort_keys=True, default=str)
 
     def _pending_retrain(self, key: str) -> RunPane | None:
         for p in self._panes.values():
@@ -328,11 +356,11 @@ class CounLab(Training, Comparison, SavedRuns, App):
 
     @staticmethod
     def _tab_label(run_id: str, log: RunLog) -> str:
-        method = str(log.spec.get("method", "run")) if log.spec else "run"
-        if log.spec.get("cl") and method != "coun":
-            method += "+cl"
-        name = log.labels.get("name") or method
-        return f"{STATUS_GLYPH.get(log.status, '')} {run_id.split('-')[-1]} {name}"
+        method = method_label(str(log.spec.get("method", "run")), bool(log.spec.get("cl"))
+                              and log.spec.get("method") != "coun") if log.spec else "run"
+        name = clipped(log.labels.get("name") or method, TAB_NAME_CHARS)
+        glyph = "⚠" if log.damage else STATUS_GLYPH.get(log.status, "")
+        return f"{glyph} {run_id.split('-')[-1]} {name}"
 
     def _update_tab(self, pane: RunPane) -> None:
         with contextlib.suppress(Exception):
@@ -388,12 +416,14 @@ class CounLab(Training, Comparison, SavedRuns, App):
             self.close_pane(pane.run_id)
 
     def close_pane(self, run_id: str) -> None:
-        """Close a pane (a running or queued run is cancelled; its directory stays)."""
+        """Close a pane (a running or queued job goes on; o reopens it, live)."""
         pane = self._panes.pop(run_id, None)
         if pane is None:
             return
-        if (cancel := self._cancels.get(run_id)) is not None:
-            cancel.set()
+        if self.is_live(pane):
+            self.jobs.remove(run_id)
+            self.notify("the run goes on: o reopens it, live; `coun-lab runs cancel` stops it",
+                        title=pane.runlog.title)
         ids = [run_id, *self._panes]
         pane.remove()
         with contextlib.suppress(Exception):
@@ -432,10 +462,18 @@ class CounLab(Training, Comparison, SavedRuns, App):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        await self.stop_runs()
-        self.exit()
+        """Quit; with runs going, ask whether to leave them running (the default) or cancel them."""
+        if not self.live_panes():
+            self.exit()
+            return
 
+        def chosen(choice: str | None) -> None:
+            if choice == "cancel":
+                self.cancel_live_runs()
+            if choice in ("leave", "cancel"):
+                self.exit()
 
+        self.push_screen(QuitScreen(self.leave_note()), chosen)
 
 
 def run_app(model: str | None = None, dataset: str | None = None, data_root: str | None = None,

@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.css.query import NoMatches
 
 from coun_tui.engine import UserError, report
 from coun_tui.engine.files import atomic_write
-from coun_tui.engine.runs import read_labels
-from coun_tui.tui.runlog import RunLog, find_reference, forget_of
-from coun_tui.tui.widgets.compare import COLUMNS, ComparePanel, ComparisonTable, Entry, entry_of
+from coun_tui.engine.records import find_reference, read_labels
+from coun_tui.engine.runlog import RunLog, forget_of
+from coun_tui.tui.widgets.compare import BEST, HEADERS, ComparePanel, ComparisonTable, Entry, entry_of
 from coun_tui.tui.widgets.dialogs import ExportScreen
 from coun_tui.tui.widgets.run_pane import short_path
 
@@ -23,7 +24,13 @@ PROGRESS_SECONDS = 2.0  # ... and this often for training progress alone
 EXPORT_SUFFIX = {"md": ".md", "csv": ".csv", "json": ".json"}
 
 
-class Comparison:
+if TYPE_CHECKING:
+    from coun_tui.tui.host import LabApp as _App
+else:
+    _App = object
+
+
+class Comparison(_App):
     """CounLab's comparison of its open runs."""
 
     def entries(self) -> list[Entry]:
@@ -32,6 +39,8 @@ class Comparison:
     def _refresh_compare(self, force: bool = False) -> None:
         """Rebuild the table when a run changed state or reported an epoch (at most every
         COMPARE_SECONDS), for progress alone every PROGRESS_SECONDS, and only while it is shown."""
+        if not self.screen_stack:  # the app is closing: its screens are gone
+            return
         if not force:
             shown = self.compare_view
             progress = self._compare_progress and time.monotonic() - self._compare_drawn >= PROGRESS_SECONDS
@@ -48,14 +57,17 @@ class Comparison:
         key = forget_of(log.spec)
         if key not in self._ref_cache:
             found = None
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(UserError):
                 from coun_tui.engine.forget import Split
 
+                if log.run_dir is None:
+                    raise UserError("not saved yet")
                 split = Split.load(log.run_dir / "split.npz")
                 found = find_reference(self.runs_dir, log.spec.get("dataset") or self.setup_panel.dataset_name
                                        or "", split)
             if found is None and log.spec.get("reference"):
-                found = Path(log.spec["reference"]) if (Path(log.spec["reference"]) / "metrics.json").is_file() else None
+                given = Path(log.spec["reference"])
+                found = given if (given / "metrics.json").is_file() else None
             self._ref_cache[key] = found
         return self._ref_cache[key]
 
@@ -86,11 +98,12 @@ class Comparison:
                 head.append(" · no Retrain reference for this split: t runs it; gaps fill in when it ends",
                             style="bold yellow")
         table = self.compare_table
-        order = f"sorted by {dict(COLUMNS)[table.sort_key]} {'▼' if table.reverse else '▲'}" \
+        order = f"sorted by {HEADERS[table.sort_key]} {'▼' if table.reverse else '▲'}" \
             if table.sort_key else "in opening order"
-        head.append(f"\n{order} · k/K or click a header: sort · ", style="dim")
-        head.append("bold green", style="bold green")
-        head.append(": best · x: export", style="dim")
+        which = " · Avg. Gap: each run to its split's Retrain" if self.size.width >= 120 else ""  # 80x24: a line less
+        head.append(f"\n{order}{which} · k/K or a header: sort · ", style="dim")
+        head.append(BEST, style="bold green")
+        head.append(" best · x: export", style="dim")
         return head
 
     def on_comparison_table_run_chosen(self, message: ComparisonTable.RunChosen) -> None:
@@ -126,12 +139,13 @@ class Comparison:
         def chosen(choice: str | None) -> None:
             if not choice:
                 return
+            stamp = time.strftime("%Y%m%d-%H%M%S")  # one name for the files of one export
             try:
                 if choice == "svg":
-                    written = [self.export_svg()]
+                    written = [self.export_svg(stamp=stamp)]
                 else:
-                    written = [self.export_comparison(f) for f in (("md", "csv", "json") if choice == "all"
-                                                                   else (choice,))]
+                    written = [self.export_comparison(f, stamp=stamp)
+                               for f in (("md", "csv", "json") if choice == "all" else (choice,))]
             except (UserError, OSError) as exc:
                 self.notify(str(exc), title="export", severity="error")
                 return
@@ -139,9 +153,9 @@ class Comparison:
 
         self.push_screen(ExportScreen(short_path(self.export_dir), n), chosen)
 
-    def export_comparison(self, fmt: str, path: str | Path | None = None) -> Path:
+    def export_comparison(self, fmt: str, path: str | Path | None = None, stamp: str | None = None) -> Path:
         """Write the comparison's finished runs, in the order shown, as `coun-lab compare` prints
-        them (md, csv or json); returns the file."""
+        them (md, csv or json), to `path` or export_dir/comparison-STAMP.FMT; returns the file."""
         if fmt not in EXPORT_SUFFIX:
             raise UserError(f"unknown format {fmt!r}; use md, csv or json")
         self._refresh_compare(force=True)
@@ -149,14 +163,16 @@ class Comparison:
         if not rows:
             raise UserError("no finished run in the comparison yet: nothing to export")
         text = report.render(rows, fmt)
-        path = Path(path) if path else _fresh(self.export_dir / f"comparison-{time.strftime('%Y%m%d-%H%M%S')}"
-                                                                f"{EXPORT_SUFFIX[fmt]}")
+        stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+        path = Path(path) if path else _fresh(self.export_dir / f"comparison-{stamp}{EXPORT_SUFFIX[fmt]}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w") as fh:
             fh.write(text)
         return path
 
-    def export_svg(self, path: str | Path | None = None) -> Path:
-        path = Path(path) if path else _fresh(self.export_dir / f"coun-lab-{time.strftime('%Y%m%d-%H%M%S')}.svg")
+    def export_svg(self, path: str | Path | None = None, stamp: str | None = None) -> Path:
+        stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+        path = Path(path) if path else _fresh(self.export_dir / f"coun-lab-{stamp}.svg")
         path.parent.mkdir(parents=True, exist_ok=True)
         return Path(self.save_screenshot(path.name, str(path.parent)))
 

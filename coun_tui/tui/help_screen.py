@@ -8,55 +8,40 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-HELP = """\
+from coun_tui.tui.keys import markdown_table
+
+HELP = f"""\
 # coun-lab
 
 Pick a model, choose what to **forget** (classes or a random fraction), a **method** and its
 hyperparameters, then **run**. Training happens in the background; every run is saved.
 
-| key | action |
-|---|---|
-| `ctrl+r` / `r` | run the method set up on the left |
-| `t` | launch Retrain on the same forget set beside it (the reference for gaps) |
-| `c` | cancel the run in the shown pane (stops within a step; a queued run never starts) |
-| `v` | compare view: every run side by side + the comparison table / one pane at a time |
-| `k` / `K` | sort the comparison by the next column / reverse (or click a header) |
-| `x` | export the comparison (Markdown, CSV, JSON) or the screen (SVG) |
-| `o` | run history: open saved runs (replay), rename, tag, delete |
-| `n` / `g` | rename / tag the shown run |
-| `delete` | delete the shown run (asks first) |
-| `e` | embedding: t-SNE of the latest epoch / back to PCA |
-| `m` | choose another model |
-| `w` | close the shown pane (the run stays saved) |
-| `s` | show / hide the setup panel |
-| `[` `]` | previous / next run pane (or click a pane, a tab, a table row) |
-| `d` | light / dark theme |
-| `ctrl+p` | command palette (every action) |
-| `?` | this help |
-| `q` | quit (cancels running work and waits for it) |
-
+{markdown_table()}
 ## Reading a run
 - **loss by component**: `ce` (retain cross-entropy), `cl` (lambda x contrastive term),
   `forget`/`l1` for the baselines that have them, and `total`.
-- **metrics** per epoch on fixed probe subsets (epoch 0 = before training), `final` on the full
-  sets: RA retain accuracy, UA 100 - forget accuracy, TA test accuracy, MIA efficacy.
-  In brackets: the gap to Retrain on the same split; green = closer than the row above, red =
-  further. **Avg.Gap** is their mean (lower is better, 0 = Retrain).
+- **metrics** per epoch are probe estimates on fixed subsets (epoch 0 = before training), `final`
+  on the full sets: RA retain accuracy, UA 100 - forget accuracy, TA test accuracy, MIA efficacy,
+  with `±` its spread over balanced draws of the attack (a large one: the attack is unsure).
+  In brackets: the gap to Retrain on the same split; `↓` (green) = closer than the row above, `↑`
+  (red) = further. **Avg.Gap** is their mean (lower is better, 0 = Retrain).
 - **embedding**: penultimate features of probe points; retain points coloured by class,
   forget points drawn as `x`.
 
 ## Comparing runs
 Open several runs (launch them, or `o` and mark with space) and they sit side by side; the
 table below them is the paper's Table 1: RA, UA, TA, MIA with their gap to Retrain in
-brackets, **Avg. Gap**, PFLOPs and wall time; the best per column (Retrain aside) is bold green.
+brackets, **Avg. Gap**, PFLOPs and wall time; the best per column (Retrain aside) has a `*`.
+At 80 columns it shows fewer decimals, then leaves columns out (the heading names them).
 A run still going shows its latest probe numbers, dimmed. Runs on one device queue (one trains,
 the others wait: *queued*); runs on different devices train at once. With no Retrain on the
 split, `ctrl+r` offers to run it first; gaps fill in when it finishes. Exports are the same text
-as `coun-lab compare RUN_DIR...` for the finished runs, in the order shown.
+as `coun-lab compare RUN_DIR...` for the finished runs, in the order shown, in RUNS_DIR/exports.
 
 Runs are written to the runs directory: `run.toml`, `split.npz`, `events.jsonl`,
 `embedding.npy` (for t-SNE later), `labels.json` (name, tags), and when done
-`model.safetensors` and `metrics.json`. The panes open when you quit come back next time.
+`model.safetensors` and `metrics.json`. The setup and the panes open when you quit come back
+next time.
 """
 
 

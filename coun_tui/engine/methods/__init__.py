@@ -1,15 +1,38 @@
-"""The one registry of unlearning methods. A new method is one small module plus `@register`."""
+"""The one registry of unlearning methods. A new method is one module in this package with a class
+decorated `@register` (see base.py); every module here is imported, so it is found by itself."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from coun_tui.engine import UserError
-from coun_tui.engine.methods.base import COMMON_DEFAULTS, Batch, Context, Method
+from coun_tui.engine.methods.base import (
+    COMMON_PARAMS,
+    Batch,
+    Context,
+    Method,
+    Param,
+    check_hparams,
+    flag,
+)
 
 REGISTRY: dict[str, type[Method]] = {}
-ORDER = ("retrain", "ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "no_t", "coun")  # modules
+# The order in which methods are listed (the paper's); methods not named here follow by name.
+ORDER = ("retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not", "scrub", "bad-teacher", "coun")
+_loaded = False
 
 
 def register(cls: type[Method]) -> type[Method]:
+    if "defaults" in vars(cls):
+        raise TypeError(f"method {cls.__name__}: `defaults` is now `params` (see methods/base.py)")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"two methods are called {cls.name!r}: {REGISTRY[cls.name].__name__}, {cls.__name__}")
+    for key, p in cls.declared().items():  # a default outside its own range is a mistake in the code
+        try:
+            p.parse(p.default)
+        except ValueError as exc:
+            raise TypeError(f"method {cls.name}: default {key}={p.default!r}: {exc}") from None
     REGISTRY[cls.name] = cls
     return cls
 
@@ -18,28 +41,40 @@ def get(name: str) -> type[Method]:
     _load_all()
     key = name.lower()
     if key not in REGISTRY:
-        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(REGISTRY)} "
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(all_methods())} "
                         "(see `coun-lab methods`)")
     return REGISTRY[key]
 
 
 def all_methods() -> dict[str, type[Method]]:
-    """Every method: the paper's order first, then any others by name."""
+    """Every method, in ORDER, then any others by name."""
     _load_all()
 
-    def rank(cls):
-        module = cls.__module__.rsplit(".", 1)[-1]
-        return (ORDER.index(module) if module in ORDER else len(ORDER), cls.name)
+    def rank(cls: type[Method]) -> tuple[int, str]:
+        return (ORDER.index(cls.name) if cls.name in ORDER else len(ORDER), cls.name)
 
     return {cls.name: cls for cls in sorted(REGISTRY.values(), key=rank)}
 
 
+def all_params() -> dict[str, tuple[Param, dict[str, object]]]:
+    """Every hyperparameter any method takes: its declaration and each method's default."""
+    out: dict[str, tuple[Param, dict[str, object]]] = {}
+    for name, cls in all_methods().items():
+        for key, p in cls.declared().items():
+            out.setdefault(key, (p, {}))[1][name] = p.default
+    return out
+
+
 def _load_all() -> None:
     # Importing a method module registers it.
-    import importlib
+    global _loaded
+    if _loaded:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+    _loaded = True
 
-    for module in ORDER:
-        importlib.import_module(f"coun_tui.engine.methods.{module}")
 
-
-__all__ = ["Batch", "COMMON_DEFAULTS", "Context", "Method", "all_methods", "get", "register"]
+__all__ = ["Batch", "COMMON_PARAMS", "Context", "Method", "Param", "all_methods", "all_params",
+           "check_hparams", "flag", "get", "register"]

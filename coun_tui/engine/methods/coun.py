@@ -4,8 +4,6 @@ The contrastive term itself lives in the run loop (base.info_nce), since `--cl` 
 term to any other method; CoUn is the method for which it is always on.
 """
 
-import torch.nn.functional as F
-
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Method
 
@@ -14,8 +12,5 @@ from coun_tui.engine.methods.base import Method
 class CoUn(Method):
     name = "coun"
     summary = "contrastive unlearning: retain CE + lambda * cross-view InfoNCE on penultimate features"
-    defaults = {"epochs": 10, "lr": 0.05, "lambda": 1.0, "tau": 0.1}  # lr: scripts/tune_digits_class3.sh
+    params = {"epochs": 10, "lr": 0.05, "lambda": 1.0, "tau": 0.1}  # lr: experiments/digits-coun-class3.toml
     always_cl = True
-
-    def loss(self, ctx, batch, logits):
-        return {"ce": F.cross_entropy(logits, batch.y)}

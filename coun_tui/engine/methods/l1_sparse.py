@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Method
+from coun_tui.engine.methods.base import Batch, Context, Method, Param
 
 
 def l1_weight(gamma: float, step: int, l1_steps: int) -> float:
@@ -19,9 +19,11 @@ class L1Sparse(Method):
     name = "l1-sparse"
     summary = "fine-tune with an L1 penalty on the weights that decays linearly to zero"
     # The paper applies the penalty over the first 4 epochs (Jia et al., "model sparsity").
-    defaults = {"epochs": 10, "lr": 0.05, "gamma": 5e-4, "l1_epochs": 4}
+    params = {"epochs": 10, "lr": 0.05,
+              "gamma": Param(5e-4, "weight of the L1 penalty at the first step", ge=0),
+              "l1_epochs": Param(4, "epochs over which the L1 weight falls to 0", ge=0)}
 
-    def loss(self, ctx, batch, logits):
+    def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         weight = l1_weight(float(self.hp["gamma"]), ctx.step,
                            int(self.hp["l1_epochs"]) * ctx.steps_per_epoch)
         ctx.state["l1_weight"] = weight

@@ -1,20 +1,23 @@
 """NegGrad+: alpha * CE(retain batch) - (1 - alpha) * CE(forget batch), forget batches cycled."""
 
+import torch
 import torch.nn.functional as F
 
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Method
+from coun_tui.engine.methods.base import Batch, Context, Method, Param
 
 
 @register
 class NegGradPlus(Method):
     name = "neggrad+"
     summary = "descend on retain CE while ascending on forget CE, weighted by alpha"
-    defaults = {"epochs": 10, "lr": 0.05, "alpha": 0.99}
+    params = {"epochs": 10, "lr": 0.05,
+              "alpha": Param(0.99, "weight of the retain loss; 1 - alpha weighs the forget loss", ge=0, le=1)}
     stream = "retain+forget"
 
-    def loss(self, ctx, batch, logits):
+    def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         alpha = float(self.hp["alpha"])
+        assert batch.forget_x is not None and batch.forget_y is not None  # stream "retain+forget" sets them
         with ctx.autocast():
             forget_logits = ctx.model(batch.forget_x)
         return {"ce": alpha * F.cross_entropy(logits, batch.y),

@@ -1,7 +1,5 @@
 """Retrain: the gold standard. The original model's recipe, from scratch, on the retain set only."""
 
-import torch.nn.functional as F
-
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Method
 
@@ -11,8 +9,5 @@ class Retrain(Method):
     name = "retrain"
     summary = "train from scratch on the retain set with the original recipe (the reference)"
     # Overridden by the recipe stored in the original checkpoint, when it has one.
-    defaults = {"epochs": 30, "lr": 0.05, "batch_size": 128}
+    params = {"epochs": 30, "lr": 0.05, "batch_size": 128}
     from_scratch = True
-
-    def loss(self, ctx, batch, logits):
-        return {"ce": F.cross_entropy(logits, batch.y)}

@@ -1,7 +1,8 @@
-"""Small modal dialogs: confirm, a one-line prompt, the missing-reference offer, and export."""
+"""Small modal dialogs: confirm, a one-line prompt, the launch confirmation, and export."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -59,28 +60,42 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
-class NoReferenceScreen(ModalScreen[str | None]):
-    """No Retrain run exists for this split: run it first (queued before the run), or run anyway."""
+class LaunchScreen(ModalScreen[str | None]):
+    """The one confirmation before a run starts: what will run, whether its split lacks a Retrain
+    reference (then Retrain can be queued first) and whether an identical run exists already.
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("t", "dismiss('retrain_first')", "Retrain first"),
-                Binding("r", "dismiss('run')", "Run anyway")]
+    Returns "run", "retrain_first" or None. Only `y`, `t` or a click confirm: never enter (it may
+    have opened this from the Run button) nor the keys that launch, so a doubled keypress cannot
+    start a run, let alone two.
+    """
 
-    def __init__(self, what: str, method: str) -> None:
+    BINDINGS = [Binding("escape,n", "dismiss(None)", "Cancel"), Binding("y", "dismiss('run')", "Run"),
+                Binding("t", "retrain_first", "Retrain first")]
+    AUTO_FOCUS = ""  # no button focused: enter presses nothing
+
+    def __init__(self, summary: Text, no_reference: str | None = None, duplicate: str | None = None) -> None:
         super().__init__()
-        self.what, self.method = what, method
+        self.summary, self.no_reference, self.duplicate = summary, no_reference, duplicate
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(f"No Retrain reference for {self.what} yet.\n\n"
-                         f"Without one, {self.method}'s gaps to Retrain (and the Avg. Gap) stay empty until a "
-                         "Retrain on this split finishes; then they fill in.", classes="dialog-text")
+        with Vertical(classes="dialog", id="launch-dialog"):
+            text = Text.assemble(("Run this?\n\n", "bold"), self.summary)
+            if self.no_reference:
+                text.append(f"\n\n! No Retrain reference for {self.no_reference} yet: the gaps to Retrain "
+                            "(and the Avg. Gap) stay empty until one on this split finishes; then they fill in.")
+            if self.duplicate:
+                text.append(f"\n\n! An identical run exists already: {self.duplicate}. "
+                            "Running it again gives a second copy.", style="bold")
+            yield Static(text, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Retrain first, then run (t)", id="retrain_first", variant="primary", compact=True)
-                yield Button("Run anyway (r)", id="run", compact=True)
+                yield Button("Run (y)", id="run", variant="primary", compact=True)
+                if self.no_reference:
+                    yield Button("Retrain first, then run (t)", id="retrain_first", compact=True)
                 yield Button("Cancel (esc)", id="cancel", compact=True)
 
-    def on_mount(self) -> None:
-        self.query_one("#retrain_first", Button).focus()
+    def action_retrain_first(self) -> None:
+        if self.no_reference:
+            self.dismiss("retrain_first")
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

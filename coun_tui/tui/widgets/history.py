@@ -14,34 +14,43 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from coun_tui.engine import paths
-from coun_tui.engine.runs import read_labels
-from coun_tui.tui.runlog import describe_spec, read_metrics
-from coun_tui.tui.widgets.run_pane import short_path
+from coun_tui.engine.records import RunRecord
+from coun_tui.engine.runlog import describe_spec
+from coun_tui.tui.widgets.columns import fit
+from coun_tui.tui.widgets.run_pane import clipped, short_path
 
-STATUS_COLOUR = {"done": "green", "failed": "red", "cancelled": "yellow"}
+STATUS_COLOUR = {"done": "green", "failed": "red", "cancelled": "yellow", "damaged": "bold red"}
+NAME_CHARS, TAGS_CHARS, STATE_CHARS = 40, 24, 48  # long names and notes are cut, so State stays on screen
+
+
+# (header, priority): at 80 columns What, then Tags give way first; Name is shortened to fit.
+COLUMNS = [("", 0), ("Name", 0), ("Tags", 3), ("What", 2), ("State", 0), ("Avg.Gap", 0), ("When", 1)]
+MIN_NAME = 16
 
 
 def run_row(run: Path) -> list[Text]:
-    import tomllib
+    """A run as a row of the history; a damaged record shows as "damaged: FILE ..." in State."""
+    from coun_tui.engine.runs import spec_to_dict
 
-    status = paths.run_status(run)
-    labels = read_labels(run)
-    m = read_metrics(run) or {}
+    rec = RunRecord.read(run)
+    name = rec.labels["name"]
+    gap = rec.metrics.avg_gap if rec.metrics else None
     try:
-        spec = tomllib.loads((run / "run.toml").read_text())
-    except (OSError, ValueError):
-        spec = {}
-    gap = m.get("avg_gap")
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.stat().st_mtime))
-    return [Text(labels["name"] or run.name, style="bold" if labels["name"] else ""),
-            Text(" ".join(f"#{t}" for t in labels["tags"]), style="magenta"),
-            Text(describe_spec(spec) if spec else "?"),
-            Text(status, style=STATUS_COLOUR.get(status, "yellow")),
-            Text(f"{gap:.2f}" if isinstance(gap, (int, float)) else "–"),
+        when = time.strftime("%m-%d %H:%M", time.localtime(run.stat().st_mtime))
+    except OSError:
+        when = "?"
+    state = rec.state_text
+    return [Text(clipped(name or run.name, NAME_CHARS), style="bold" if name else ""),
+            Text(clipped(" ".join(f"#{t}" for t in rec.labels["tags"]), TAGS_CHARS), style="magenta"),
+            Text(describe_spec(spec_to_dict(rec.spec)) if rec.spec else "?"),
+            Text(clipped(state, STATE_CHARS),
+                 style=STATUS_COLOUR["damaged"] if rec.damage else STATUS_COLOUR.get(state, "yellow")),
+            Text(f"{gap:.2f}" if gap is not None else "–"),
             Text(when, style="dim")]
 
 
@@ -69,28 +78,42 @@ class HistoryScreen(ModalScreen[list[str] | None]):
                          "esc: close", classes="picker-hint")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label in ("", "Name", "Tags", "What", "State", "Avg.Gap", "When"):
-            table.add_column(label, key=label or "mark")
         self.reload()
-        table.focus()
+        self.query_one(DataTable).focus()
+
+    def on_resize(self) -> None:
+        self.reload()
 
     def reload(self) -> None:
         table = self.query_one(DataTable)
         row = table.cursor_row
-        table.clear()
-        for run in paths.saved_runs(self.runs_dir):
-            mark = Text("●" if str(run) in self.marked else " ", style="bold cyan")
-            table.add_row(mark, *run_row(run), key=str(run))
-        if not table.row_count:
-            table.add_row("", Text(f"no saved runs in {short_path(self.runs_dir)}", style="dim"), "", "", "", "", "")
+        runs = paths.saved_runs(self.runs_dir)
+        rows = [[Text("●" if str(run) in self.marked else " ", style="bold cyan"), *run_row(run)] for run in runs]
+        if not rows:
+            rows = [[Text(""), Text(f"no saved runs in {short_path(self.runs_dir)}", style="dim"),
+                     *(Text("") for _ in COLUMNS[2:])]]
+        pad = 2 * table.cell_padding
+        widths = [max([len(h), *(r[i].cell_len for r in rows)]) + pad for i, (h, _) in enumerate(COLUMNS)]
+        if not any(r[2].plain for r in rows):
+            widths[2] = 10 ** 6  # no tags at all: the column is the first to go
+        available = (table.size.width or self.app.size.width) - 1
+        kept = fit([p for _, p in COLUMNS], [min(w, MIN_NAME + pad) if i == 1 else w for i, w in enumerate(widths)],
+                   available)
+        name_room = max(MIN_NAME, available - sum(widths[i] for i in kept if i != 1) - pad)
+        table.clear(columns=True)
+        for i in kept:
+            table.add_column(COLUMNS[i][0], key=COLUMNS[i][0] or "mark")
+        shown: list[Path | None] = list(runs) if runs else [None]  # no runs: one row says so
+        for r, run in zip(rows, shown):
+            r[1].truncate(name_room, overflow="ellipsis")
+            table.add_row(*(r[i] for i in kept), key=str(run) if run else None)
         table.move_cursor(row=min(row, table.row_count - 1))
 
     def _current(self) -> str | None:
         table = self.query_one(DataTable)
         if not table.row_count:
             return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         return key if key and Path(key).is_dir() else None
 
     @on(DataTable.RowSelected)

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from coun_tui.tui.runlog import RunLog
+from coun_tui.engine.runlog import RunLog
 
 # Class colours (RGB, shared by plotext and Rich): tab10 first, then more for CIFAR-100's sake.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -18,8 +18,13 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213)]
 LOSS_COLOURS = {"total": (230, 230, 230), "ce": (31, 119, 180), "cl": (255, 127, 14),
                 "forget": (214, 39, 40), "l1": (44, 160, 44)}
+# Each loss component has its own marker, so the curves differ in shape, not only in colour; the
+# title is the legend (plotext's legend box would cover the start of the curves).
+LOSS_MARKERS = {"total": "braille", "ce": "·", "cl": "+", "forget": "x", "l1": "*"}
+MARKER_GLYPH = {"braille": "⠒"}
 FORGET_MARKER = "x"
 MAX_LINE_POINTS = 600  # a long run's curve is thinned for drawing (the log keeps every step)
+MAX_EPOCH_LINES = 8  # epoch boundaries drawn: a 30-epoch Retrain gets one every 4 epochs
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -40,24 +45,28 @@ class LossPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("loss by component")
         plt.xlabel("step")
         if not log.steps:
+            plt.title("loss by component")
             plt.xlim(0, max(1, log.total_steps))
             self.refresh()
             return
+        legend = []
         for name, values in sorted(log.losses.items(), key=lambda kv: (kv[0] == "total", kv[0])):
             xs, ys = _thin(log.steps, values)
             pts = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
             if pts:
                 colour = LOSS_COLOURS.get(name, PALETTE[hash(name) % len(PALETTE)])
-                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="braille",
-                         color=colour)
-        if log.started and log.started.epochs > 1:
-            for e in range(1, log.started.epochs):
-                x = e * log.started.steps_per_epoch
-                if x < log.steps[-1]:
-                    plt.vline(x, color=(120, 120, 120))
+                marker = LOSS_MARKERS.get(name, "•")
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour)
+                legend.append(f"{MARKER_GLYPH.get(marker, marker)} {name}")
+        plt.title("loss: " + "  ".join(legend))
+        per_epoch = log.started.steps_per_epoch if log.started else 0
+        if log.started and log.started.epochs > 1 and per_epoch > 0:
+            every = math.ceil((log.started.epochs - 1) / MAX_EPOCH_LINES)
+            last = min(log.started.epochs, (log.steps[-1] - 1) // per_epoch + 1)  # x < last step
+            for e in range(every, last, every):
+                plt.vline(e * per_epoch, color=(120, 120, 120))
         plt.xlim(0, max(log.total_steps, log.steps[-1]))
         self.refresh()
 

@@ -7,20 +7,24 @@ replayed) look the same. Redraws are throttled: events mark parts dirty, a timer
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, ProgressBar, Static
 
 from coun_tui.engine.events import Event, Step
-from coun_tui.tui.runlog import METRICS, RunLog
+from coun_tui.engine.records import METRICS
+from coun_tui.engine.runlog import RunLog
 from coun_tui.tui.widgets.plots import EmbeddingPlot, LossPlot
 
 REDRAW_SECONDS = 0.5  # at most 2 chart redraws a second per pane (a plotext build costs tens of ms)
+STEPS_REDRAW_SECONDS = 1.0  # new steps alone redraw the loss curve once a second (following costs little)
 STATUS_STYLE = {"queued": "magenta", "preparing": "yellow", "running": "bold cyan", "done": "bold green",
-                "failed": "bold red", "cancelled": "bold yellow", "incomplete": "yellow"}
+                "failed": "bold red", "cancelled": "bold yellow", "died": "bold red", "damaged": "yellow"}
 
 
 def short_path(path: Path | str | None) -> str:
@@ -34,6 +38,13 @@ def short_path(path: Path | str | None) -> str:
         except ValueError:
             continue
     return str(p)
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text` on one line and at most `limit` characters (a name of thousands must not push the
+    rest of a row or a tab strip off screen)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -51,13 +62,31 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def shown_hparams(method: str, hp: dict) -> list[str]:
+    """The settings that shape a run of `method` ("ft+cl" included): the method's own, the lr and
+    batch, and lambda and tau only when the contrastive term is on (every method carries them)."""
+    from coun_tui.engine.methods import all_methods
+
+    base = method.removesuffix("+cl")
+    own = set(all_methods()[base].params) if base in all_methods() else set(hp)
+    cl = method.endswith("+cl") or base == "coun"
+    order = ("lr", "batch_size", "lambda", "tau", "alpha", "gamma", "l1_epochs", "mask_ratio", "schedule")
+    return [k for k in order if k in hp and (k in own or k in ("lr", "batch_size", "schedule"))
+            and (cl or k not in ("lambda", "tau"))]
+
+
+PROBE_NOTE = "epochs: probe estimates, MIA ± its spread over draws · final: full sets"
+
+
 class MetricsTable(DataTable):
     """RA, UA, TA, MIA per epoch (probe subsets) and final (full sets), with gaps to Retrain.
 
-    A gap is coloured green when it shrank since the row above and red when it grew.
+    A gap is marked ↓ (and green) when it shrank since the row above and ↑ (red) when it grew. A live MIA
+    shows ± its spread over balanced draws of the attack (engine: metrics.mia_spread) when that
+    is at least half a point: a number that a redraw could change.
     """
 
-    COLUMNS = ("epoch", "RA", "UA", "TA", "MIA", "Avg.Gap")
+    COLUMNS = ("epoch", *METRICS, "Avg.Gap")
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -81,18 +110,32 @@ class MetricsTable(DataTable):
             cells: list[Text | str] = [Text(label, style="bold" if label == "final" else "")]
             for key in METRICS:
                 cell = Text(_num(metrics.get(key), 1))
+                spread = metrics.get("MIA_sd") if key == "MIA" else None
+                if spread is not None and math.isfinite(spread) and spread >= 0.5:
+                    cell.append(f" ±{spread:.0f}", style="bold")
                 if gap is not None:
+                    before = prev.get(key) if prev else None
                     cell.append(" ")
-                    cell.append(f"({gap[key]:.1f})", style=self._style(gap[key], prev and prev.get(key)))
+                    cell.append(f"({gap[key]:.1f}{self._trend(gap[key], before)})",
+                                style=self._style(gap[key], before))
                 cells.append(cell)
             if gap is not None:
-                cells.append(Text(f"{gap['avg']:.2f}", style=self._style(gap["avg"], prev and prev.get("avg"))))
+                before = prev.get("avg") if prev else None
+                cells.append(Text(f"{gap['avg']:.2f}{self._trend(gap['avg'], before)}",
+                                  style=self._style(gap["avg"], before)))
             else:
                 cells.append(Text("–", style="dim"))
             self.add_row(*cells, key=label)
             prev = gap
         if self.row_count:
             self.move_cursor(row=self.row_count - 1)
+
+    @staticmethod
+    def _trend(value: float, before: float | None) -> str:
+        """↓ when the gap shrank since the row above, ↑ when it grew: the colour's meaning in a glyph."""
+        if before is None or abs(value - before) < 0.05:
+            return ""
+        return "↓" if value < before else "↑"
 
     @staticmethod
     def _style(value: float, before: float | None) -> str:
@@ -102,9 +145,15 @@ class MetricsTable(DataTable):
 
 
 class RunPane(Vertical):
-    """Everything about one run. `run_id` names it in messages; `log` holds its events."""
+    """Everything about one run. `run_id` names it in messages; `log` holds its events.
+
+    Focused, the arrow and page keys scroll its body (charts, metrics), which is taller than an
+    80x24 screen."""
 
     can_focus = True
+    BINDINGS = [Binding("up", "scroll_body('up')", show=False), Binding("down", "scroll_body('down')", show=False),
+                Binding("pageup", "scroll_body('page_up')", show=False),
+                Binding("pagedown", "scroll_body('page_down')", show=False)]
 
     def __init__(self, run_id: str, log: RunLog, class_names: list[str] | None = None, live: bool = True,
                  **kwargs) -> None:
@@ -112,6 +161,7 @@ class RunPane(Vertical):
         self.run_id, self.runlog, self.class_names, self.live = run_id, log, class_names, live
         self.tsne: tuple[int, list] | None = None  # (epoch, xy) when t-SNE is shown
         self._dirty: set[str] = {"all"}
+        self._steps_drawn = 0.0
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="run-head"):
@@ -122,12 +172,14 @@ class RunPane(Vertical):
             yield ProgressBar(id="bar", show_eta=False, show_percentage=True)
             yield Static(id="stats", classes="run-stats")
         yield Static(id="error", classes="run-error")
-        with VerticalScroll(classes="run-body"):
+        with VerticalScroll(classes="run-body", can_focus=False):
             with Horizontal(classes="run-row"):
                 yield LossPlot(id="loss", classes="chart")
                 yield EmbeddingPlot(id="embedding", classes="chart")
             with Horizontal(classes="run-row2"):
-                yield MetricsTable(id="metrics")
+                with Vertical(classes="metrics-box"):
+                    yield Static(PROBE_NOTE, classes="metrics-note")
+                    yield MetricsTable(id="metrics")
                 yield Static(id="details", classes="run-details")
 
     def on_mount(self) -> None:
@@ -152,6 +204,11 @@ class RunPane(Vertical):
         self.class_names = facts.get("classes", self.class_names)
         self._dirty.add("all")
 
+    def set_state(self, state) -> None:
+        """The job's state read from its directory (queued behind others, died, damaged...)."""
+        self.runlog.apply_state(state)
+        self._dirty.add("all")
+
     def set_reference(self, reference: dict[str, float] | None) -> None:
         self.runlog.reference = reference
         self._dirty.add("epochs")
@@ -159,6 +216,9 @@ class RunPane(Vertical):
     def set_labels(self, labels: dict) -> None:
         self.runlog.labels = labels
         self._dirty.add("all")
+
+    def action_scroll_body(self, where: str) -> None:
+        getattr(self.query_one(".run-body", VerticalScroll), f"scroll_{where}")()
 
     def on_click(self) -> None:
         self.app.activate_pane(self.run_id)  # type: ignore[attr-defined]
@@ -173,6 +233,8 @@ class RunPane(Vertical):
         # A hidden pane (another tab is shown) keeps its dirt until it is shown again.
         if not self.is_mounted or not self.display:
             return
+        if self._dirty == {"steps"} and time.monotonic() - self._steps_drawn < STEPS_REDRAW_SECONDS:
+            return
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return
@@ -180,6 +242,7 @@ class RunPane(Vertical):
         self._draw_head()
         if everything or "steps" in dirty:
             self.query_one(LossPlot).draw(self.runlog)
+            self._steps_drawn = time.monotonic()
         if everything or "epochs" in dirty:
             self.query_one(MetricsTable).draw(self.runlog)
         if everything or "embedding" in dirty:
@@ -191,7 +254,7 @@ class RunPane(Vertical):
         log = self.runlog
         title = Text(log.title or self.run_id, style="bold")
         if log.labels.get("name"):
-            title = Text.assemble((log.labels["name"], "bold"), ("  " + (log.title or ""), "dim"))
+            title = Text.assemble((clipped(log.labels["name"], 60), "bold"), ("  " + (log.title or ""), "dim"))
         for tag in log.labels.get("tags") or []:
             title.append(f" #{tag}", style="magenta")
         self.query_one("#title", Static).update(title)
@@ -204,6 +267,8 @@ class RunPane(Vertical):
             status = f"cancelled at step {log.cancelled_at}"
         elif status == "running" and not self.live:
             status = "running (replay)"
+        elif status in ("died", "damaged"):
+            status = f"{status} · {log.reason}"
         self.query_one("#status", Static).update(Text.from_markup(f"[{STATUS_STYLE.get(log.status, '')}]"
                                                                    f"● {status}[/]"))
         where = f"saved in {short_path(log.run_dir)}" if log.run_dir else ""
@@ -232,9 +297,14 @@ class RunPane(Vertical):
             parts.append("waits for its device: starts when the run before it ends (c cancels)")
         self.query_one("#stats", Static).update(" · ".join(parts))
         error = self.query_one("#error", Static)
-        error.display = log.status == "failed"
-        if log.status == "failed":
-            error.update(Text(f"✖ run failed: {log.reason}", style="bold"))
+        failed = log.status in ("failed", "died", "damaged")
+        error.display = failed or bool(log.damage)
+        what = {"failed": "run failed", "died": "the worker died", "damaged": "damaged run"}.get(log.status)
+        lines = [f"✖ {what}: {log.reason}"] if failed else []
+        if log.damage:
+            more = f" (and {len(log.damage) - 1} more)" if len(log.damage) > 1 else ""
+            lines.append(f"⚠ damaged: {clipped(log.damage[0], 160)}{more}; shown as far as it could be read")
+        error.update(Text("\n".join(lines), style="bold"))
 
     def _draw_details(self) -> None:
         log = self.runlog
@@ -245,14 +315,25 @@ class RunPane(Vertical):
             lines.append(f"retain {st.n_retain:,} · forget {st.n_forget:,}\n")
             lines.append(f"{st.epochs} epoch(s) × {st.steps_per_epoch} steps\n")
             hp = st.hparams
-            keys = [k for k in ("lr", "batch_size", "lambda", "tau", "alpha", "gamma", "mask_ratio",
-                                "schedule") if k in hp]
-            lines.append(" ".join(f"{k}={hp[k]}" for k in keys) + "\n", style="dim")
-        if log.reference:
+            lines.append(" ".join(f"{k}={hp[k]}" for k in shown_hparams(st.method, hp)) + "\n", style="dim")
+        if log.spec.get("method") == "retrain" or (log.started and log.started.method == "retrain"):
+            lines.append("this run is the Retrain reference: the others' gaps are measured to it\n", style="dim")
+        elif log.reference:
             lines.append("gaps vs Retrain: " + " ".join(f"{k} {log.reference[k]:.1f}" for k in METRICS) + "\n",
                          style="dim")
         elif log.epochs and log.epochs[-1].gap is None:
             lines.append("no Retrain reference for this split: gaps stay empty (t launches one)\n", style="dim")
+        deeper = log.done.metrics if log.done else (log.epochs[-1].extra or {}) if log.epochs else {}
+        if deeper.get("cka_forget") is not None:
+            lines.append(f"vs Retrain on D_u: agree {_num(deeper.get('agree_forget'), 1)}% · CKA "
+                         f"{_num(deeper.get('cka_forget'), 3)} (test {_num(deeper.get('cka_test'), 3)})\n")
+        if deeper.get("knn_forget") is not None:
+            retrain = deeper.get("knn_forget_retrain")
+            lines.append(f"kNN probe on D_u {_num(deeper.get('knn_forget'), 1)}%"
+                         + (f" (Retrain {_num(retrain, 1)}%)" if retrain is not None else "")
+                         + " · MIA entropy/m-entropy/loss " + "/".join(_num(deeper.get(k), 1) for k in
+                                                                      ("mia_entropy", "mia_m_entropy", "mia_loss"))
+                         + "\n", style="dim")
         if log.done:
             m = log.done.metrics
             lines.append("final (full sets): ", style="bold")

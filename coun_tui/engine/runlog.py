@@ -1,7 +1,7 @@
 """What one run has produced so far, built from engine events (live or replayed from events.jsonl).
 
-Plain Python, no textual: the panes draw from it, and the comparison view (issue 5) can read the
-same object for every open run.
+The app's panes and its comparison draw from it; a replayed run's files are read through
+engine.records, so a damaged line or file shows as `damage` instead of breaking the replay.
 """
 
 from __future__ import annotations
@@ -9,25 +9,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomllib
+from coun_tui.engine import UserError
+from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Event, Failed, Started, Step
+from coun_tui.engine.records import METRICS, RunRecord, method_label
+from coun_tui.engine.runs import EMBEDDING_FILE
 
-from coun_tui.engine.events import (
-    Cancelled,
-    Done,
-    Embedding,
-    EpochMetrics,
-    Event,
-    Failed,
-    Started,
-    Step,
-    from_json,
-)
+if TYPE_CHECKING:
+    import numpy as np
 
-METRICS = ("RA", "UA", "TA", "MIA")
-# Which way is better for a metric when there is no Retrain reference to measure a gap against.
-TERMINAL = ("done", "failed", "cancelled")
+    from coun_tui.engine.rundir import JobState
+
+TERMINAL = ("done", "failed", "cancelled", "died", "damaged")
 
 
 @dataclass
@@ -37,7 +31,7 @@ class RunLog:
     title: str = ""
     run_dir: Path | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # run.toml as a dict, when known
-    status: str = "preparing"  # queued | preparing | running | done | failed | cancelled | incomplete
+    status: str = "preparing"  # queued | preparing | running | done | failed | cancelled | died | damaged
     queue_note: str = ""  # while queued: what it waits for
     started: Started | None = None
     steps: list[int] = field(default_factory=list)
@@ -46,10 +40,12 @@ class RunLog:
     epochs: list[EpochMetrics] = field(default_factory=list)
     embedding: Embedding | None = None
     done: Done | None = None
-    reason: str = ""  # why it failed
+    reason: str = ""  # why it failed, how it died, what is damaged
     cancelled_at: int | None = None
     reference: dict[str, float] | None = None  # Retrain metrics found after the run started (gaps fill in)
     labels: dict[str, Any] = field(default_factory=lambda: {"name": None, "tags": []})  # labels.json
+    damage: list[str] = field(default_factory=list)  # damaged files or lines of a replayed run
+    offset: int = 0  # bytes of events.jsonl read so far (a live job is followed from here)
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Started):
@@ -72,6 +68,22 @@ class RunLog:
             self.reason, self.status = event.reason, "failed"
         elif isinstance(event, Cancelled):
             self.cancelled_at, self.status = event.step, "cancelled"
+
+    def apply_state(self, state: JobState) -> None:
+        """The job's state as read from its directory (engine.rundir.JobState): the events say
+        the rest; this adds waiting in a queue, loading, and a death or damage no event records."""
+        if state.state in ("died", "damaged"):
+            self.status, self.reason = state.state, state.detail
+        elif self.finished:
+            return
+        elif state.state == "queued":
+            self.status, self.queue_note = ("queued", state.detail) if state.detail else ("preparing", "")
+        elif state.state == "running":
+            self.status, self.queue_note = ("running" if self.started else "preparing"), ""
+        elif state.state in TERMINAL:  # its final event was not read (yet): the directory says
+            self.status, self.reason = state.state, state.detail
+            if state.state == "cancelled" and self.cancelled_at is None:
+                self.cancelled_at = state.step
 
     # --- derived numbers ----------------------------------------------------------------------
 
@@ -129,43 +141,51 @@ class RunLog:
 
 
 def read_run(run_dir: str | Path, limit: int | None = None) -> RunLog:
-    """Replay a saved run directory (its events.jsonl) into a RunLog; `limit` stops after N events."""
+    """Replay a saved run directory (its events.jsonl) into a RunLog; `limit` stops after N lines.
+    Damaged files and lines are skipped and listed in `damage`; only a folder that is no run
+    directory at all raises UserError."""
     run_dir = Path(run_dir)
     events_file = run_dir / "events.jsonl"
-    if not events_file.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no events.jsonl; open a run directory")
-    log = RunLog(run_dir=run_dir)
-    toml = run_dir / "run.toml"
-    if toml.is_file():
-        log.spec = tomllib.loads(toml.read_text())
+    if not (events_file.is_file() or (run_dir / "run.toml").is_file()):
+        raise UserError(f"{run_dir} is not a run directory (no run.toml or events.jsonl)")
+    record = RunRecord.read(run_dir)
+    log = RunLog(run_dir=run_dir, labels=record.labels, damage=list(record.damage))
+    if record.spec is not None:
+        from coun_tui.engine.runs import spec_to_dict
+
+        log.spec = spec_to_dict(record.spec)
     log.title = describe_spec(log.spec) if log.spec else run_dir.name
-    for i, line in enumerate(events_file.read_text().splitlines()):
-        if limit is not None and i >= limit:
-            break
-        if line.strip():
-            log.apply(from_json(line))
-    if not log.finished and limit is None:
-        log.status = "incomplete"  # no verdict written: interrupted (or still running elsewhere)
+    from coun_tui.engine.jobs import Follower
+
+    follower = Follower(run_dir)  # a queued job has no events.jsonl yet: no events
+    events = follower.read(limit=1 << 40)
+    for event in events[:limit]:
+        log.apply(event)
+    log.offset = follower.offset  # a live job is followed from here
+    log.damage += follower.damage
+    if limit is None:
+        from coun_tui.engine.rundir import read_state
+
+        log.apply_state(read_state(run_dir))
     if limit is None and log.embedding is not None:
         log.embedding.features = read_features(run_dir, len(log.embedding.xy))
-    from coun_tui.engine.runs import read_labels
-
-    log.labels = read_labels(run_dir)
+        if log.embedding.features is None and (run_dir / EMBEDDING_FILE).is_file():
+            log.damage.append(f"{EMBEDDING_FILE}: unreadable or not this run's features (t-SNE is not available)")
     return log
 
 
-EMBEDDING_FILE = "embedding.npy"  # the last Embedding's raw features, written by the app's worker
-
-
-def read_features(run_dir: Path, n: int):
+def read_features(run_dir: Path, n: int) -> np.ndarray | None:
     """The saved features of the last embedding (for t-SNE of a reopened run), if they match."""
     import numpy as np
 
     try:
-        feats = np.load(run_dir / EMBEDDING_FILE)
-    except (OSError, ValueError):
+        feats = np.load(run_dir / EMBEDDING_FILE, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
         return None
-    return feats.astype("float32") if feats.ndim == 2 and len(feats) == n else None
+    if feats.ndim != 2 or len(feats) != n or feats.dtype.kind != "f" or not np.isfinite(feats).all():
+        return None
+    out: np.ndarray = feats.astype("float32")
+    return out
 
 
 def forget_of(spec: dict[str, Any]) -> str:
@@ -175,56 +195,13 @@ def forget_of(spec: dict[str, Any]) -> str:
 
 
 def describe_spec(spec: dict[str, Any], class_names: list[str] | None = None) -> str:
-    method = str(spec.get("method", "?"))
-    if spec.get("cl") and method != "coun":
-        method += "+cl"
-    forget = spec.get("forget") or {}
-    if forget.get("classes"):
-        names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in forget["classes"]]
-        what = "class " + ",".join(names)
-    elif forget.get("fraction") is not None:
-        what = f"{float(forget['fraction']):.0%} random (seed {forget.get('seed', 0)})"
-    else:
-        what = "nothing"
+    """A run in a few words, e.g. "ft+CL · forget class 3"."""
+    from coun_tui.engine.forget import ForgetSpec
+
+    method = method_label(str(spec.get("method", "?")), bool(spec.get("cl")) and spec.get("method") != "coun")
+    try:
+        what = ForgetSpec.from_dict(spec.get("forget") or {}).describe(class_names)
+    except UserError:
+        what = "?"
     return f"{method} · forget {what}"
 
-
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-_SPLIT_CACHE: dict[tuple[str, float], Any] = {}
-
-
-def find_reference(runs_dir: Path, dataset: str, split) -> Path | None:
-    """The newest finished Retrain run in runs_dir made on exactly this split, if any."""
-    from coun_tui.engine.forget import Split
-    from coun_tui.engine.paths import saved_runs
-
-    for run in saved_runs(Path(runs_dir)):
-        m = read_metrics(run)
-        if not m or m.get("method") != "retrain" or m.get("dataset") not in (None, dataset):
-            continue
-        split_file = run / "split.npz"
-        try:
-            key = (str(split_file), split_file.stat().st_mtime)
-            if key not in _SPLIT_CACHE:
-                _SPLIT_CACHE[key] = Split.load(split_file)
-        except Exception:  # a damaged run directory is simply not a reference
-            continue
-        if _SPLIT_CACHE[key].same_as(split):
-            return run
-    return None
-
-
-def write_features(run_dir: Path, features) -> None:
-    """Keep the latest embedding's features (float16, ~0.5 MB) so t-SNE works on a reopened run."""
-    import numpy as np
-
-    from coun_tui.engine.files import atomic_write
-
-    with atomic_write(Path(run_dir) / EMBEDDING_FILE) as fh:
-        np.save(fh, np.asarray(features, dtype=np.float16))

@@ -1,0 +1,86 @@
+"""`coun-lab bench --jobs`: what running as a job costs, measured in one run (take the figures on an
+idle machine): a digits run in a worker process against the same run in-process (images/s), the
+time from launch to the first step against the same run's time to its first step in-process
+(which includes loading the model and data), and the CPU a client spends following a job
+(engine.jobs.JobWatcher at the app's polling rate).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+from coun_tui.engine import jobs
+from coun_tui.engine.events import Step
+from coun_tui.engine.forget import ForgetSpec
+from coun_tui.engine.rundir import read_state, read_status
+from coun_tui.engine.runner import RunSpec, check, prepare
+from coun_tui.engine.runs import record
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def digits_spec(model: str, device: str, epochs: int) -> RunSpec:
+    return RunSpec(method="ft", model=model, forget=ForgetSpec(classes=[3]), device=device,
+                   hparams={"epochs": epochs, "batch_size": 64})
+
+
+def images_per_second(steps: list[Step]) -> float:
+    """Training throughput between the first and the last step (start-up excluded)."""
+    if len(steps) < 2:
+        return float("nan")
+    a, b = steps[0], steps[-1]
+    return (b.images - a.images) / max(b.seconds - a.seconds, 1e-9)
+
+
+def run_bench_jobs(model: str, device: str, out: Path, epochs: int = 2,
+                   poll: float = 0.25) -> list[tuple[str, float, str]]:
+    spec = digits_spec(model, device, epochs)
+    queue = check(spec)
+    start = time.perf_counter()
+    prep = prepare(spec)
+    load_in_process = time.perf_counter() - start
+    inproc = []
+    for event in record(prep, out / "in-process"):
+        if isinstance(event, Step):
+            inproc.append(event)
+            if len(inproc) == 1:
+                first_step_in_process = time.perf_counter() - start
+
+    watcher = jobs.JobWatcher()
+    launched = time.perf_counter()
+    run_dir = jobs.launch(spec, out / "worker", queue)
+    watcher.add("bench", run_dir)
+    first_event = first_step = None
+    steps: list[Step] = []
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    while "bench" in watcher:
+        for update in watcher.poll():
+            if update.events and first_event is None:
+                first_event = time.perf_counter() - launched
+            new = [e for e in update.events if isinstance(e, Step)]
+            if new and first_step is None:
+                first_step = time.perf_counter() - launched
+            steps += new
+        time.sleep(poll)
+    follow_cpu = (cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+    first_event, first_step = (float("nan") if t is None else t for t in (first_event, first_step))
+    state = read_state(run_dir)
+    load_worker = float(read_status(run_dir)[0].get("load_seconds", float("nan")))
+    ratio = images_per_second(steps) / images_per_second(inproc)
+    return [
+        (f"digits FT {epochs} epoch(s), in-process", images_per_second(inproc), "img/s"),
+        (f"the same run as a job ({state.state})", images_per_second(steps), "img/s"),
+        ("job / in-process (target >= 0.97)", ratio, "x"),
+        ("in-process: model + data load", load_in_process, "s"),
+        ("in-process: load to first step (load, epoch-0 probe metrics, a step)", first_step_in_process, "s"),
+        ("job: worker start + load (interpreter, torch, model, data)", load_worker, "s"),
+        ("job: launch to its first event seen by the client", first_event, "s"),
+        ("job: launch to its first step seen by the client", first_step, "s"),
+        ("job's extra time to the first step (target <= 2 s)", first_step - first_step_in_process, "s"),
+        (f"CPU of a client following it (poll every {poll} s; target <= 5%)", 100 * follow_cpu, "% of a core"),
+    ]

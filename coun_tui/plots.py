@@ -1,0 +1,63 @@
+"""Plots of sweep results along a grid axis: plotext in the terminal, matplotlib for a PNG.
+
+Series come from engine.sweep.curves: name -> points sorted along the axis, each a table row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Series = dict[str, list[dict[str, Any]]]
+
+
+def _xy(points: list[dict[str, Any]], x: str) -> tuple[list[float], list[float]]:
+    kept = [p for p in points if p.get("avg_gap") is not None]
+    return [float(p[x]) for p in kept], [float(p["avg_gap"]) for p in kept]
+
+
+def budget_terminal(series: Series, axis: str, title: str, width: int = 120, height: int = 24) -> str:
+    """Avg. Gap against the axis (left) and against PFLOPs (right) as terminal text."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.subplots(1, 2)
+    plt.plot_size(width, height)
+    for col, x in ((1, axis), (2, "pflops")):
+        plt.subplot(1, col)
+        plt.theme("clear")
+        for name, points in series.items():
+            xs, ys = _xy(points, x)
+            plt.plot(xs, ys, label=name, marker="braille")
+        plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}: {title}")
+        plt.xlabel("PFLOPs" if x == "pflops" else axis)
+    text = plt.build()
+    plt.clear_figure()
+    return text
+
+
+def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
+    """The same two plots as a PNG, with matplotlib (an optional extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        from coun_tui.engine import UserError
+
+        raise UserError("--png needs matplotlib: pip install -e '.[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, x in zip(axes, (axis, "pflops")):
+        for name, points in series.items():
+            xs, ys = _xy(points, x)
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xlabel("PFLOPs" if x == "pflops" else axis)
+        ax.set_ylabel("Avg. Gap (lower is better)")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
