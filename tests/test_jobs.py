@@ -122,7 +122,10 @@ def test_ctrl_c_of_a_followed_unlearn_cancels_its_job(digits_model, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "coun_tui", "unlearn", "--model", digits_model, "--method", "ft",
            "--forget-class", "3", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a shell's background job (CI run with `&`) starts with SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: (run / "events.jsonl").exists() and steps(run) >= 2, 180, "training steps")
         proc.send_signal(signal.SIGINT)

@@ -203,3 +203,44 @@ def test_backend_ray_without_ray_installed_says_how_in_one_line(digits_model, tm
     line = "error: --backend ray needs Ray, which is not installed here: pip install -e '.[ray]'"
     assert out.stderr.splitlines() == [line] * 3, out.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "u").exists()
+
+
+async def test_the_app_on_ray_follows_its_tasks_live_and_cancels_them(ray_cluster, digits_model, tmp_path,
+                                                                      monkeypatch):
+    """`coun-lab tui --backend ray` without shared storage: the app sees steps relayed from a task
+    while it trains, `c` cancels the task, and a finished task's run reads like a local one."""
+    from test_tui_app import finished, forget_classes, launch, ready, text_of, wait_until
+    from textual.widgets import Select
+
+    from coun_tui.tui.app import CounLab
+    from coun_tui.tui.widgets.run_pane import MetricsTable
+
+    backend = backends.make("ray", cpus_per_run=1, storage="driver")
+    monkeypatch.setattr(backends, "_current", backend)
+    app = CounLab(runs_dir=tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        await forget_classes(pilot, 3)
+        app.setup_panel.set_hparams(epochs=1, batch_size=16)  # FT, 81 steps: time to watch and cancel
+        await launch(pilot)
+        slow = app.active_pane
+        await wait_until(pilot, lambda: slow.runlog.step >= 2, 300, "steps relayed from the Ray task")
+        assert not (slow.runlog.run_dir / "metrics.json").exists() and backend.live() == [slow.runlog.run_dir]
+        assert "still going on Ray" in app.leave_note()
+        await pilot.press("c")
+        await finished(pilot, slow, 120)
+        assert slow.runlog.status == "cancelled" and slow.runlog.cancelled_at < slow.runlog.total_steps
+        assert read_state(slow.runlog.run_dir).state == "cancelled" and not backend.live()
+
+        app.query_one("#method", Select).value = "ga"
+        await pilot.pause()
+        app.setup_panel.set_hparams(epochs=1, batch_size=64)
+        await launch(pilot)
+        done = app.active_pane
+        await finished(pilot, done, 300)
+        assert done.runlog.status == "done", done.runlog.reason
+        assert done.query_one(MetricsTable).row_count == 3  # epochs 0, 1 and final
+        assert "UA" in text_of(done.query_one(MetricsTable))
+        status = read_status(done.runlog.run_dir)[0]
+        assert (status["backend"], status["storage"]) == ("ray", "driver")
+        assert {p.name for p in done.runlog.run_dir.iterdir()} >= RUN_FILES
