@@ -239,6 +239,8 @@ def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlear
              "(follow it here; Ctrl-C cancels it)")
     try:
         run_dir = runner.launch(spec, out)
+        if runner.schedules and not quiet:
+            typer.echo(f"on {runner.describe()}", err=True)
         if detach:
             typer.echo(str(run_dir))
             return

@@ -170,6 +170,12 @@ def test_runs_cancel_cancels_the_ray_task(ray_cluster, digits_model, tmp_path, c
     assert not (run / "model.safetensors").exists() and not backend.live()
 
 
+def test_a_gpu_share_on_a_cluster_without_gpus_is_said(ray_cluster):
+    line = backends.make("ray", gpus_per_run=0.25).describe()
+    assert "0 GPUs" in line and "no GPU in the cluster yet" in line and "\n" not in line, line
+    assert "no GPU" not in backends.make("ray", cpus_per_run=1).describe()
+
+
 def test_backend_options_that_do_not_fit_are_one_line(digits_model, tmp_path, capsys, cli):
     base = ["sweep", "--model", digits_model, "--methods", "ft", "--forget-class", "3", "--out", tmp_path / "s"]
     cases = {("--gpus-per-run", "0.25"): "--gpus-per-run needs --backend ray",

@@ -185,8 +185,12 @@ class RayBackend:
     def describe(self) -> str:
         res = cluster_resources()
         share = f"{self.gpus:g} GPU" if self.gpus else f"{self.cpus:g} CPU"
-        return (f"Ray at {self.address or 'a local Ray'} ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
+        line = (f"Ray at {self.address or 'a local Ray'} ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
                 f"{share} per run; {self.storage} storage)")
+        if self.gpus and not res.get("GPU"):  # an autoscaling cluster may still add one: say it, do not refuse
+            line += ("; no GPU in the cluster yet: the runs wait for a GPU node (without --gpus-per-run "
+                     "they train on CPUs)")
+        return line
 
     # --- launching ------------------------------------------------------------------------------
 
