@@ -1,10 +1,14 @@
 import os
+import tempfile
 
 import pytest
 
 # Tests run on the CPU and must not be slowed by thread oversubscription between processes.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("COUN_LAB_CANCEL_GRACE", "3")  # read when coun_tui.engine.jobs is imported
+# Module- and session-scoped fixtures launch jobs before the per-test queues below exist: they
+# queue here, never behind the user's own runs.
+os.environ["COUN_LAB_QUEUES"] = tempfile.mkdtemp(prefix="coun-lab-test-queues-")
 
 
 @pytest.fixture(autouse=True)
