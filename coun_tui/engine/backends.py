@@ -102,10 +102,22 @@ def make(backend: str | None = None, address: str | None = None, gpus_per_run: f
                 raise UserError(f"{flag} needs --backend ray (the local backend queues runs per device: "
                                 "`coun-lab runs limit cuda:0 4` runs four at once on one GPU)")
         return LocalBackend(cpus_per_run)
+    if address or env_address:
+        send_token_if_any()
     require_ray()
     from coun_tui.engine.rayjobs import RayBackend
 
     return RayBackend(address or env_address, gpus_per_run, cpus_per_run, storage or "shared")
+
+
+def send_token_if_any() -> None:
+    """`ray start` turns on token authentication (Ray 2.60 does), but a driver sends the token only
+    with RAY_AUTH_MODE=token, read when Ray is imported. Send it whenever there is one
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): a cluster without authentication
+    accepts a driver that sends one."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def require_ray() -> None:

@@ -101,8 +101,9 @@ def connect(address: str | None) -> None:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        token = " and that this machine has the head's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)" if address else ""
         raise UserError(f"cannot start or reach {where}: {detail}; check --address (the head node's "
-                        "`ray status` shows it) or leave it out to start a local Ray") from None
+                        f"`ray status` shows it){token}, or leave it out to start a local Ray") from None
 
 
 def cluster_resources() -> dict[str, float]:
