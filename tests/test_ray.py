@@ -1,7 +1,8 @@
 """Runs on Ray: a local Ray on 127.0.0.1 with 2 CPUs (started once for this module) runs small
 digits sweeps whose tables must equal the local backend's, survives a killed worker, works
-without shared storage, and cancels its task from `coun-lab runs cancel`. Without Ray, those
-tests skip; the one-line message for a missing Ray and the option checks are tested anyway."""
+without shared storage, and cancels its task from `coun-lab runs cancel`; the app follows and
+cancels Ray tasks too. Without Ray, those tests skip; the one-line message for a missing Ray
+and the option checks are tested anyway."""
 
 from __future__ import annotations
 
