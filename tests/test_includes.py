@@ -1,15 +1,17 @@
-"""Committed docs show result files as they are: results/README.md's tables are the table.md files."""
+"""Committed docs show result files as they are: the results READMEs' tables are the table.md files."""
 
 from pathlib import Path
+
+import pytest
 
 from coun_tui.includes import main, render, stale
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_results_readme_shows_the_committed_tables():
-    assert not stale(ROOT / "results" / "README.md", ROOT), \
-        "results/README.md is stale: run python -m coun_tui.includes results/README.md"
+@pytest.mark.parametrize("doc", ["results/README.md", "results/fashion-budget/README.md"])
+def test_results_readme_shows_the_committed_tables(doc):
+    assert not stale(ROOT / doc, ROOT), f"{doc} is stale: run python -m coun_tui.includes {doc}"
 
 
 def test_an_include_block_is_filled_and_a_stale_one_reported(tmp_path, monkeypatch, capsys):
