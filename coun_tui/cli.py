@@ -605,7 +605,7 @@ def sweep(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
 def curve(spec: Path = typer.Argument(..., help="the experiment file of a sweep with a grid axis"),
           axis: str = typer.Option("epochs", "--axis", help="the grid axis to plot along"),
           png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG (needs "
-                                             "matplotlib: pip install -e '.[plots]')")):
+                                             "matplotlib: pip install -e '.\\[plots]')")):
     """Avg. Gap along a grid axis and against PFLOPs, in the terminal (and optionally as a PNG)."""
     from coun_tui.engine.sweep import Sweep, curves
 

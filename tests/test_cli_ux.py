@@ -4,6 +4,7 @@ it means something, run.toml as the run was made, and the errors of a mistyped p
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def test_every_option_has_help_and_flags_take_no_value(capsys, cli):
     # A flag is used as documented: present means on; `--cl true` is refused as an extra argument.
     assert cli("unlearn", "--model", "m", "--method", "ft", "--out", "o", "--cl", "true") == 2
     assert "unexpected extra argument" in capsys.readouterr().err.lower()
+
+
+def test_square_brackets_in_help_survive_rich_markup(capsys, cli, monkeypatch):
+    """Typer renders help as rich markup, where an unescaped "[plots]" is a style tag and vanishes."""
+    tag = re.compile(r"(?<!\\)\[[a-z/#@][^\]]*\]")
+    for name, command in commands().items():
+        for what, text in [("", command.help), *((p.name, getattr(p, "help", None)) for p in command.params)]:
+            assert not tag.search(text or ""), f"coun-lab {name} {what}: escape [ as \\[ in {text!r}"
+    monkeypatch.setenv("COLUMNS", "200")
+    capsys.readouterr()
+    assert cli("curve", "--help") == 0
+    assert "pip install -e '.[plots]'" in capsys.readouterr().out
 
 
 def test_compare_of_a_missing_directory_says_so(capsys, cli):
