@@ -616,13 +616,13 @@ def curve(spec: Path = typer.Argument(..., help="the experiment file of a sweep 
     from coun_tui.plots import budget_png, budget_terminal
 
     for tag, series in found.items():
-        typer.echo(budget_terminal(series, axis, f"{plan.out.name}, {tag}"))
+        typer.echo(budget_terminal(series, axis, f"{spec.stem}, {tag}"))
         for name, points in series.items():
             typer.echo(f"{name:<22} " + "  ".join(f"{p[axis]}: {p['avg_gap']:.2f} ({p['pflops']:.3g} PF)"
                                                   for p in points if p.get("avg_gap") is not None))
         if png is not None:
             target = png if len(found) == 1 else png.with_name(f"{png.stem}-{tag}{png.suffix}")
-            budget_png(series, axis, f"{plan.out.name}, {tag}", target)
+            budget_png(series, axis, f"{spec.stem}, {tag}", target)
             typer.echo(f"wrote {target}", err=True)
 
 

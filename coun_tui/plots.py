@@ -29,11 +29,12 @@ def budget_terminal(series: Series, axis: str, title: str, width: int = 120, hei
         for name, points in series.items():
             xs, ys = _xy(points, x)
             plt.plot(xs, ys, label=name, marker="braille")
-        plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}: {title}")
+        plt.yscale("log")  # as the PNG: the worst method would flatten the close ones
+        plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}")  # plotext drops a title too wide
         plt.xlabel("PFLOPs" if x == "pflops" else axis)
     text = plt.build()
     plt.clear_figure()
-    return text
+    return f"{title}\n{text}"
 
 
 def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
@@ -46,6 +47,7 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
         raise UserError("--png needs matplotlib: pip install -e '.[plots]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, NullLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, x in zip(axes, (axis, "pflops")):
@@ -54,9 +56,19 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
             ax.plot(xs, ys, marker="o", label=name)
         ax.set_xlabel("PFLOPs" if x == "pflops" else axis)
         ax.set_ylabel("Avg. Gap (lower is better)")
+        # Both log: the grid is geometric (1, 2, 5, 10 epochs) and gaps span 0.5 to 10 and more,
+        # where a linear scale lets the worst method flatten the close ones into one line.
         ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.set_yscale("log")
+        for scale in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 of each decade, written plainly
+            scale.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            scale.set_major_formatter(FormatStrFormatter("%g"))
+            scale.set_minor_locator(NullLocator())
+        ax.grid(alpha=0.3, which="both")
+    values = sorted({float(p[axis]) for points in series.values() for p in points})
+    axes[0].xaxis.set_major_locator(FixedLocator(values))  # tick the grid's own values
+    axes[0].xaxis.set_minor_locator(NullLocator())
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8)
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -209,13 +209,27 @@ epochs = {epochs}
 
 def test_experiment_file_runs_a_grid_and_a_second_sweep_reuses_its_runs(digits_model, tmp_path, capsys, cli):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert cli("sweep", "--spec", experiment(tmp_path / "a.toml", digits_model, first, [1, 2])) == 0
+    spec = experiment(tmp_path / "a.toml", digits_model, first, [1, 2])
+    assert cli("curve", spec) == 2  # nothing to plot yet: one line saying what to run
+    assert capsys.readouterr().err.strip() == \
+        f"error: no finished runs along 'epochs' in {first}; run `coun-lab sweep --spec {spec}` first"
+    assert cli("sweep", "--spec", spec) == 0
     rows = json.loads((first / "table.json").read_text())["random-10pct"]
     assert set(rows) == {"retrain", "ft-epochs1", "ft-epochs2"}
     one, two = (json.loads((first / "random-10pct" / "seed-0" / f"ft-epochs{e}" / "metrics.json").read_text())
                 for e in (1, 2))
     assert (one["hparams"]["epochs"], two["hparams"]["epochs"]) == (1, 2)
     assert two["pflops"] == pytest.approx(2 * one["pflops"])
+
+    # The curve: Avg. Gap along the grid axis, drawn in the terminal, listed, and written as a PNG.
+    capsys.readouterr()
+    assert cli("curve", spec, "--axis", "epochs", "--png", tmp_path / "curve.png") == 0
+    out = capsys.readouterr().out
+    listed = f"1: {one['avg_gap']:.2f} ({one['pflops']:.3g} PF)  2: {two['avg_gap']:.2f} ({two['pflops']:.3g} PF)"
+    assert any(line.split() and line.split()[0] == "ft" and line.endswith(listed) for line in out.splitlines()), out
+    assert "Avg. Gap vs epochs" in out and "PFLOPs" in out
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli("curve", spec, "--axis", "lr") == 2  # an axis the grid lacks: said, not drawn
 
     # A finished search gives each method's best point, from that run's run.toml.
     from coun_tui.engine.sweep import Sweep, picks
