@@ -16,6 +16,11 @@ def _xy(points: list[dict[str, Any]], x: str) -> tuple[list[float], list[float]]
     return [float(p[x]) for p in kept], [float(p["avg_gap"]) for p in kept]
 
 
+def _log_gaps(series: Series) -> bool:
+    """A log Avg. Gap axis, unless a gap is 0 (a run that matches Retrain exactly), which it cannot show."""
+    return all(y > 0 for points in series.values() for y in _xy(points, "avg_gap")[1])
+
+
 def budget_terminal(series: Series, axis: str, title: str, width: int = 120, height: int = 24) -> str:
     """Avg. Gap against the axis (left) and against PFLOPs (right) as terminal text."""
     import plotext as plt
@@ -29,7 +34,9 @@ def budget_terminal(series: Series, axis: str, title: str, width: int = 120, hei
         for name, points in series.items():
             xs, ys = _xy(points, x)
             plt.plot(xs, ys, label=name, marker="braille")
-        plt.yscale("log")  # as the PNG: the worst method would flatten the close ones
+        # As the PNG: log, or the worst method flattens the close ones. Set either way: plotext
+        # keeps a subplot's scale across clear_figure.
+        plt.yscale("log" if _log_gaps(series) else "linear")
         plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}")  # plotext drops a title too wide
         plt.xlabel("PFLOPs" if x == "pflops" else axis)
     text = plt.build()
@@ -49,6 +56,7 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, NullLocator
 
+    log_y = _log_gaps(series)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, x in zip(axes, (axis, "pflops")):
         for name, points in series.items():
@@ -59,8 +67,8 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
         # Both log: the grid is geometric (1, 2, 5, 10 epochs) and gaps span 0.5 to 10 and more,
         # where a linear scale lets the worst method flatten the close ones into one line.
         ax.set_xscale("log")
-        ax.set_yscale("log")
-        for scale in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 of each decade, written plainly
+        ax.set_yscale("log" if log_y else "linear")
+        for scale in (ax.xaxis, ax.yaxis) if log_y else (ax.xaxis,):  # log ticks at 1, 2, 5 a decade
             scale.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             scale.set_major_formatter(FormatStrFormatter("%g"))
             scale.set_minor_locator(NullLocator())
