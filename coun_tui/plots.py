@@ -18,13 +18,14 @@ def _xy(points: list[dict[str, Any]], x: str) -> tuple[list[float], list[float]]
 
 def _log_gaps(series: Series) -> bool:
     """A log Avg. Gap axis, unless a gap is 0 (a run that matches Retrain exactly), which it cannot show."""
-    return all(y > 0 for points in series.values() for y in _xy(points, "avg_gap")[1])
+    return all(p["avg_gap"] > 0 for points in series.values() for p in points if p.get("avg_gap") is not None)
 
 
 def budget_terminal(series: Series, axis: str, title: str, width: int = 120, height: int = 24) -> str:
     """Avg. Gap against the axis (left) and against PFLOPs (right) as terminal text."""
     import plotext as plt
 
+    log_y = _log_gaps(series)
     plt.clear_figure()
     plt.subplots(1, 2)
     plt.plot_size(width, height)
@@ -36,7 +37,7 @@ def budget_terminal(series: Series, axis: str, title: str, width: int = 120, hei
             plt.plot(xs, ys, label=name, marker="braille")
         # As the PNG: log, or the worst method flattens the close ones. Set either way: plotext
         # keeps a subplot's scale across clear_figure.
-        plt.yscale("log" if _log_gaps(series) else "linear")
+        plt.yscale("log" if log_y else "linear")
         plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}")  # plotext drops a title too wide
         plt.xlabel("PFLOPs" if x == "pflops" else axis)
     text = plt.build()
@@ -64,8 +65,8 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
             ax.plot(xs, ys, marker="o", label=name)
         ax.set_xlabel("PFLOPs" if x == "pflops" else axis)
         ax.set_ylabel("Avg. Gap (lower is better)")
-        # Both log: the grid is geometric (1, 2, 5, 10 epochs) and gaps span 0.5 to 10 and more,
-        # where a linear scale lets the worst method flatten the close ones into one line.
+        # Log x: the grid is geometric (1, 2, 5, 10 epochs). Log y where it can: gaps span 0.5 to
+        # 10 and more, where a linear scale lets the worst method flatten the close ones into one line.
         ax.set_xscale("log")
         ax.set_yscale("log" if log_y else "linear")
         for scale in (ax.xaxis, ax.yaxis) if log_y else (ax.xaxis,):  # log ticks at 1, 2, 5 a decade
