@@ -21,27 +21,34 @@ def _log_gaps(series: Series) -> bool:
     return all(p["avg_gap"] > 0 for points in series.values() for p in points if p.get("avg_gap") is not None)
 
 
+def _fresh_figure(plt) -> None:
+    """Clear the whole plotext figure: clear_figure alone clears only the subplot last selected,
+    so another figure drawn in the same process would inherit the other subplot's series."""
+    plt.main()
+    plt.clear_figure()
+
+
 def budget_terminal(series: Series, axis: str, title: str, width: int = 120, height: int = 24) -> str:
     """Avg. Gap against the axis (left) and against PFLOPs (right) as terminal text."""
     import plotext as plt
 
     log_y = _log_gaps(series)
-    plt.clear_figure()
+    _fresh_figure(plt)
     plt.subplots(1, 2)
     plt.plot_size(width, height)
     for col, x in ((1, axis), (2, "pflops")):
         plt.subplot(1, col)
         plt.theme("clear")
+        # As the PNG: log, or the worst method flattens the close ones. Before plot(): plotext
+        # records the scale with each signal.
+        plt.yscale("log" if log_y else "linear")
         for name, points in series.items():
             xs, ys = _xy(points, x)
             plt.plot(xs, ys, label=name, marker="braille")
-        # As the PNG: log, or the worst method flattens the close ones. Set either way: plotext
-        # keeps a subplot's scale across clear_figure.
-        plt.yscale("log" if log_y else "linear")
         plt.title(f"Avg. Gap vs {'PFLOPs' if x == 'pflops' else axis}")  # plotext drops a title too wide
         plt.xlabel("PFLOPs" if x == "pflops" else axis)
     text = plt.build()
-    plt.clear_figure()
+    _fresh_figure(plt)
     return f"{title}\n{text}"
 
 
