@@ -11,7 +11,7 @@ from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.jobs import read_spec_dict
 from coun_tui.engine.report import compare
 from coun_tui.engine.rundir import read_status
-from coun_tui.engine.sweep import Sweep, execute
+from coun_tui.engine.sweep import Sweep, execute, write_tables
 
 
 class StopAfterRuns:
@@ -40,6 +40,13 @@ def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys, cl
     victim = out / "random-10pct" / "seed-1" / "ft+cl"
     (victim / "metrics.json").unlink()
     (victim / "model.safetensors").unlink()
+    # Meanwhile the +CL comparison sets ft+CL's one finished seed against ft's same seed only.
+    sweep = Sweep(model=digits_model, methods=["ft"], forgets=[ForgetSpec(fraction=0.1)], seeds=[0, 1],
+                  out=out, cl_too=True)
+    ft0 = write_tables(Sweep(**{**sweep.__dict__, "seeds": [0]}))["random-10pct"]["ft"]["avg_gap"]
+    half = write_tables(sweep)["random-10pct"]
+    assert half["ft"]["n"] == 2 and half["ft+CL"]["n"] == 1
+    assert f"| ft (seed 0) | {ft0:.2f} | {half['ft+CL']['avg_gap']:.2f} |" in (out / "table.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
     assert cli(*args) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

@@ -380,9 +380,10 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
         tag = forget_tag(forget)
         retrains = {seed: load_run(d) for seed in sweep.seeds
                     if ((d := sweep.out / tag / f"seed-{seed}" / "retrain") / "metrics.json").is_file()}
-        rows = []
+        rows: list[dict[str, Any]] = []
+        finished: dict[str, dict[int, dict[str, Any]]] = {}
         for label in sweep.labels():
-            done = []
+            done = finished[label.row] = {}
             for seed in sweep.seeds:
                 if ((d := sweep.out / tag / f"seed-{seed}" / label.name) / "metrics.json").is_file():
                     m = load_run(d)
@@ -390,17 +391,16 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
                     m["reference"] = {k: ref[k] for k in METRICS} if ref else None
                     if label.method == "retrain":  # each seed's Retrain is its own reference: gaps are 0
                         m.update(gap={k: 0.0 for k in METRICS}, avg_gap=0.0)
-                    done.append(m)
+                    done[seed] = m
             if done:
-                rows.append({**aggregate(done), "method": label.row})
+                rows.append({**aggregate(list(done.values())), "method": label.row})
         if not rows:
             continue
         all_rows += rows
         tables[tag] = {r["method"]: r for r in rows}
         md += [f"## {tag}\n", render(rows, "md", with_legend=False)]
-        cl_rows = [(lb.method + lb.suffix, tables[tag].get(lb.method + lb.suffix), tables[tag].get(lb.row))
-                   for lb in sweep.labels() if lb.cl]
-        cl_rows = [(m, a, b) for m, a, b in cl_rows if a and b and a["avg_gap"] and b["avg_gap"] is not None]
+        pairs = [(lb.method + lb.suffix, lb.row) for lb in sweep.labels() if lb.cl]
+        cl_rows = [row for base, cl in pairs if (row := _with_and_without_cl(finished[base], finished[cl], base))]
         if cl_rows:
             md += ["Avg. Gap (the paper's, gap of means) without and with CoUn's CL term (the poster's Figure 4):\n",
                    "| Method | Avg. Gap | Avg. Gap +CL | Improvement |", "|---|---|---|---|"]
@@ -414,6 +414,21 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     with atomic_write(sweep.out / "table.json", "w") as fh:
         json.dump(tables, fh, indent=2)
     return tables
+
+
+def _with_and_without_cl(base: dict[int, dict[str, Any]], cl: dict[int, dict[str, Any]], name: str,
+                         ) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """A baseline's and its +CL's rows over the seeds both have finished, so that an unfinished
+    sweep never sets one seed's +CL against three seeds' baseline; the seeds are named then."""
+    seeds = sorted(base.keys() & cl.keys())
+    if not seeds:
+        return None
+    a, b = (aggregate([runs[s] for s in seeds]) for runs in (base, cl))
+    if not a["avg_gap"] or b["avg_gap"] is None:
+        return None
+    if len(seeds) < max(len(base), len(cl)):
+        name += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+    return name, a, b
 
 
 def curves(sweep: Sweep, axis: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
