@@ -1,5 +1,6 @@
 """A tiny sweep on digits end to end, its resume, and `coun-lab compare`."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_tiny_sweep_resumes_to_the_same_table(digits_model, tmp_path, capsys, cl
     # Meanwhile the +CL comparison sets ft+CL's one finished seed against ft's same seed only.
     sweep = Sweep(model=digits_model, methods=["ft"], forgets=[ForgetSpec(fraction=0.1)], seeds=[0, 1],
                   out=out, cl_too=True)
-    ft0 = write_tables(Sweep(**{**sweep.__dict__, "seeds": [0]}))["random-10pct"]["ft"]["avg_gap"]
+    ft0 = write_tables(dataclasses.replace(sweep, seeds=[0]))["random-10pct"]["ft"]["avg_gap"]
     half = write_tables(sweep)["random-10pct"]
     assert half["ft"]["n"] == 2 and half["ft+CL"]["n"] == 1
     assert f"| ft (seed 0) | {ft0:.2f} | {half['ft+CL']['avg_gap']:.2f} |" in (out / "table.md").read_text()
