@@ -19,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 from coun_tui.engine import UserError, checkpoint
 from coun_tui.engine.forget import ForgetSpec, class_id, make_split, parse_classes, read_indices
 from coun_tui.engine.records import RunRecord, read_events, read_metrics, read_spec, read_status
+from coun_tui.engine.rundir import read_state, scan_events
 from coun_tui.engine.runlog import read_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "ft-digits-class3"
@@ -235,6 +236,15 @@ def test_event_lines_of_arbitrary_json(tmp_path, lines):
     for event in events:  # whatever is accepted, a run log takes
         log.apply(event)
     log.final_gap(), log.seconds, log.eta_seconds, [log.gap(e.metrics, e.gap) for e in log.epochs]
+    assert isinstance(read_state(tmp_path).state, str)  # the state's fast scan of the same file
+
+
+def test_event_fields_of_the_wrong_type_are_damage_not_a_crash(tmp_path):
+    lines = [{"kind": "started", "epochs": "x"}, {"kind": "step", "step": 3},
+             {"kind": "step", "step": {}}, {"kind": "cancelled", "step": 1e400}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    facts = scan_events(tmp_path)
+    assert (facts["total"], facts["step"], facts["damaged"]) == (0, 3, 2)
 
 
 @pytest.mark.parametrize("name", RECORD_FILES)

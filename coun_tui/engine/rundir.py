@@ -216,8 +216,10 @@ def scan_events(run_dir: Path, window: int = 65536) -> dict[str, Any]:
     def complete(data: bytes) -> bytes:  # a line being written is not read
         return data[: data.rfind(b"\n") + 1]
 
+    # A line of valid JSON with fields of the wrong type is damage too, never an exception.
+    bad_fields = (ValueError, KeyError, TypeError, AttributeError, OverflowError)
     for line in _lines(complete(head))[:4]:
-        with contextlib.suppress(ValueError, AttributeError):
+        with contextlib.suppress(*bad_fields):
             first = json.loads(line)
             if first.get("kind") == "started":
                 out["total"] = int(first["epochs"]) * int(first["steps_per_epoch"])
@@ -225,15 +227,14 @@ def scan_events(run_dir: Path, window: int = 65536) -> dict[str, Any]:
         try:
             event = json.loads(line)
             kind = event["kind"]
-        except (ValueError, KeyError, TypeError):
+            step = int(event.get("step", 0)) if kind in ("step", "cancelled") else 0
+        except bad_fields:
             out["damaged"] += 1
             continue
         if kind in ("done", "failed", "cancelled") and out["final"] is None and not out["step"]:
             out["final"] = event
-        if kind == "step" and not out["step"]:
-            out["step"] = int(event.get("step", 0))
-        if kind == "cancelled" and not out["step"]:
-            out["step"] = int(event.get("step", 0))
+        if kind in ("step", "cancelled") and not out["step"]:
+            out["step"] = step
     return out
 
 
