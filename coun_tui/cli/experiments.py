@@ -1,0 +1,155 @@
+"""Experiments: sweeps of runs, comparison tables, curves along a grid axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from coun_tui.cli.base import (
+    ADDRESS,
+    BACKEND,
+    CPUS_PER_RUN,
+    DATA_ROOT,
+    DATASET,
+    GPUS_PER_RUN,
+    STORAGE,
+    bool_flag,
+    class_index_for,
+    command,
+    fail,
+    method_key_value,
+    method_names,
+    typed_value,
+)
+
+
+@command()
+def compare(runs: list[Path] = typer.Argument(..., help="finished run directories"),
+            fmt: str = typer.Option("md", "--format", help="md, csv or json"),
+            sort: str | None = typer.Option(None, "--sort", help="column to sort by, e.g. avg_gap"),
+            reference: str | None = typer.Option(
+                None, "--reference", help="Retrain run: measure every run's gaps against it"),
+            per_method: bool = typer.Option(
+                False, "--per-method", help="one row per method and forget set: mean ± std over its runs "
+                "(seeds), with the paper's Avg. Gap (gap of means)")):
+    """Print a comparison table of finished runs (the paper's Table 1 layout)."""
+    from coun_tui.engine.report import compare as compare_runs
+
+    typer.echo(compare_runs(runs, fmt, sort, reference, per_method), nl=False)
+
+
+@command()
+def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns"),
+          methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. ft,neggrad+,coun"),
+          out: Path | None = typer.Option(None, "--out", help="folder of the sweep's runs and tables"),
+          spec: Path | None = typer.Option(None, "--spec", help="an experiment file (experiments/*.toml) "
+                                              "holding these options; options given here override it"),
+          forget_class: list[str] = typer.Option([], "--forget-class", help="repeatable: one forget set each"),
+          forget_fraction: list[float] = typer.Option([], "--forget-fraction", help="repeatable"),
+          seeds: str | None = typer.Option(None, "--seeds", help="comma-separated, e.g. 0,1,2 (default 0)"),
+          cl_too: bool = bool_flag("--cl-too", "also run each baseline +CL"),
+          sets: list[str] = typer.Option([], "--set", help="METHOD.KEY=VALUE or KEY=VALUE (all methods)"),
+          grids: list[str] = typer.Option([], "--grid", help="METHOD.KEY=V1,V2 or KEY=V1,V2: one run per value"),
+          jobs: int = typer.Option(1, "--jobs", help="run up to N jobs at once (within each device's limit, "
+                                   "see `coun-lab runs limit`; Ray runs as many as its resources allow)"),
+          backend: str | None = BACKEND, address: str | None = ADDRESS,
+          gpus_per_run: float | None = GPUS_PER_RUN, cpus_per_run: float | None = CPUS_PER_RUN,
+          storage: str | None = STORAGE,
+          device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda:N"),
+          dry_run: bool = bool_flag("--dry-run", "list the runs and which are finished; run none"),
+          data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
+    """Run every (method, forget set, seed, grid point) with its Retrain reference; write table.md/json."""
+    from coun_tui.engine import backends
+    from coun_tui.engine.events import Done, Failed
+    from coun_tui.engine.forget import ForgetSpec, parse_classes
+    from coun_tui.engine.sweep import Sweep, execute
+
+    if spec is not None:
+        plan = Sweep.from_file(spec, model=model, out=out, device=device, data_root=data_root, dataset=dataset)
+        if methods:
+            plan.methods = method_names(methods)
+        plan.cl_too = plan.cl_too or cl_too
+    else:
+        missing = [flag for flag, v in (("--model", model), ("--methods", methods), ("--out", out)) if not v]
+        if missing:
+            fail(f"missing {', '.join(missing)}: give them, or an experiment file with --spec FILE")
+        assert model and methods and out  # checked just above
+        plan = Sweep(model, method_names(methods), [], [0], out, cl_too, device=device or "auto",
+                     data_root=data_root, dataset=dataset)
+    names = plan.methods + ["retrain"]
+    index = class_index_for(plan.model, plan.dataset, plan.data_root)
+    forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]
+    forgets += [ForgetSpec(fraction=f) for f in forget_fraction]
+    plan.forgets = forgets or plan.forgets
+    if not plan.forgets:
+        fail("a sweep needs at least one --forget-class or --forget-fraction")
+    for item in sets:
+        method, name, value = method_key_value("--set", item, names)
+        plan.hparams.setdefault(method, {})[name] = typed_value("--set", name, value)
+    for item in grids:
+        method, name, values = method_key_value("--grid", item, names)
+        plan.grid.setdefault(method, {})[name] = [typed_value("--grid", name, v)
+                                                  for v in values.split(",") if v.strip()]
+    if seeds is not None:
+        try:
+            plan.seeds = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    out = plan.out
+    total = len(plan.runs())
+    if dry_run:
+        from coun_tui.engine.sweep import find_reusable
+
+        for run_dir, run_spec in plan.runs():
+            found = None if (run_dir / "metrics.json").is_file() else find_reusable(plan, run_dir, run_spec)
+            state = "finished" if (run_dir / "metrics.json").is_file() else f"reuse {found}" if found else "to run"
+            typer.echo(f"{run_dir}: {state}")
+        return
+
+    runner = backends.make(backend, address, gpus_per_run, cpus_per_run, storage)
+    if runner.schedules:
+        typer.echo(f"on {runner.describe()}", err=True)
+
+    def started(i, n, run_dir):
+        typer.echo(f"[{i + 1}/{n}] {run_dir.relative_to(out)}", err=True)
+
+    try:
+        for run_dir, event in execute(plan, on_start=started, jobs=jobs, backend=runner):
+            where = f"    {run_dir.relative_to(out)}:" if jobs > 1 or runner.schedules else "   "
+            if isinstance(event, Done):
+                m = event.metrics
+                typer.echo(f"{where} RA {m['RA']:.2f} UA {m['UA']:.2f} TA {m['TA']:.2f} MIA {m['MIA']:.2f}"
+                           + (f" Avg.Gap {m['avg_gap']:.2f}" if m.get("avg_gap") is not None else "")
+                           + f"  ({event.seconds:.0f} s)", err=True)
+            elif isinstance(event, Failed):
+                typer.echo(f"{where} failed: {event.reason}", err=True)
+    finally:
+        runner.close()
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"{total} runs; tables in {out / 'table.md'} and {out / 'table.json'}", err=True)
+
+
+@command()
+def curve(spec: Path = typer.Argument(..., help="the experiment file of a sweep with a grid axis"),
+          axis: str = typer.Option("epochs", "--axis", help="the grid axis to plot along"),
+          png: Path | None = typer.Option(None, "--png", help="also write the plot as a PNG (needs "
+                                             "matplotlib: pip install -e '.\\[plots]')")):
+    """Avg. Gap along a grid axis and against PFLOPs, in the terminal (and optionally as a PNG)."""
+    from coun_tui.engine.sweep import Sweep, curves
+
+    plan = Sweep.from_file(spec)
+    found = {tag: series for tag, series in curves(plan, axis).items() if series}
+    if not found:
+        fail(f"no finished runs along {axis!r} in {plan.out}; run `coun-lab sweep --spec {spec}` first")
+    from coun_tui.plots import budget_png, budget_terminal
+
+    for tag, series in found.items():
+        typer.echo(budget_terminal(series, axis, f"{spec.stem}, {tag}"))
+        for name, points in series.items():
+            typer.echo(f"{name:<22} " + "  ".join(f"{p[axis]}: {p['avg_gap']:.2f} ({p['pflops']:.3g} PF)"
+                                                  for p in points if p.get("avg_gap") is not None))
+        if png is not None:
+            target = png if len(found) == 1 else png.with_name(f"{png.stem}-{tag}{png.suffix}")
+            budget_png(series, axis, f"{spec.stem}, {tag}", target)
+            typer.echo(f"wrote {target}", err=True)

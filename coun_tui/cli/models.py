@@ -1,0 +1,105 @@
+"""Models and methods: train an original model, evaluate a checkpoint, list the methods."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from coun_tui.cli.base import (
+    DATA_ROOT,
+    DATASET,
+    DEVICE,
+    FORGET_CLASS,
+    FORGET_FRACTION,
+    FORGET_INDICES,
+    MEAN,
+    PRECISION,
+    REFERENCE,
+    SEED,
+    STD,
+    bool_flag,
+    class_index_for,
+    command,
+    fail,
+    floats,
+    forget_spec,
+    given_hparams,
+)
+from coun_tui.cli.follow import finish, follow, metrics_table
+
+
+@command()
+def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train on"),
+          out: Path = typer.Option(..., "--out", help="checkpoint to write (.safetensors)"),
+          data_root: str | None = DATA_ROOT,
+          subset: int | None = typer.Option(None, "--subset", help="stratified subset of N train images"),
+          seed: int = typer.Option(0, "--seed", help="seed of the weights' initialisation and of training"),
+          device: str = DEVICE,
+          precision: str = PRECISION,
+          half: bool = bool_flag("--half", "store the weights in float16 (half the size)"),
+          force: bool = bool_flag("--force", "replace --out if it exists"),
+          **hparams: Any):
+    """Train an original ResNet-18 (the paper's SGD recipe scaled to the data)."""
+    from coun_tui.engine.runner import RunSpec, prepare
+    from coun_tui.engine.runs import train_checkpoint
+
+    if out.suffix != ".safetensors":
+        fail(f"--out {out} must end in .safetensors")
+    if subset is not None and subset < 1:
+        fail(f"--subset {subset} must be at least 1")
+    if out.exists() and not force:
+        fail(f"--out {out} exists; give a new file, or --force to replace it")
+    prep = prepare(RunSpec(method="retrain", dataset=dataset, data_root=data_root, subset=subset,
+                           hparams=given_hparams(hparams), seed=seed, device=device, precision=precision))
+    last = follow(train_checkpoint(prep, out, dtype="float16" if half else "float32"), f"train {dataset}")
+    finish(last)
+    typer.echo(f"saved {out}: test accuracy {last.metrics['TA']:.2f}%, train accuracy "
+               f"{last.metrics['RA']:.2f}%, {last.seconds:.0f} s")
+
+
+@command("eval")
+def evaluate(model: str = typer.Option(..., "--model", help="checkpoint to evaluate"),
+             forget_class: str | None = FORGET_CLASS, forget_fraction: float | None = FORGET_FRACTION,
+             forget_indices: str | None = FORGET_INDICES, seed: int = SEED,
+             dataset: str | None = DATASET, data_root: str | None = DATA_ROOT,
+             reference: str | None = REFERENCE, device: str = DEVICE,
+             precision: str = PRECISION,
+             mean: str | None = MEAN, std: str | None = STD,
+             as_json: bool = bool_flag("--json", "print JSON")):
+    """RA, UA, TA and MIA of a checkpoint on the full sets (and gaps to a Retrain reference)."""
+    from coun_tui.engine.runner import RunSpec, evaluate_checkpoint
+
+    spec = RunSpec(model=model, dataset=dataset, data_root=data_root, seed=seed, device=device,
+                   precision=precision,
+                   forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
+                                      class_index_for(model, dataset, data_root)),
+                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"))
+    result, split, meta = evaluate_checkpoint(spec)
+    if as_json:
+        typer.echo(json.dumps({**result, "n_retain": len(split.retain), "n_forget": len(split.forget),
+                               "dataset": meta.get("dataset")}, indent=2))
+    else:
+        typer.echo(f"{model}: {meta.get('dataset')}, {len(split.retain)} retain / {len(split.forget)} forget")
+        typer.echo(metrics_table(result))
+
+
+@command()
+def methods():
+    """List the unlearning methods with their hyperparameters: defaults and valid values."""
+    from coun_tui.engine.methods import COMMON_PARAMS, all_methods
+
+    typer.echo("Every method takes (default, valid values):")
+    for key, p in COMMON_PARAMS.items():
+        typer.echo(f"  {key:<13} {p.default!s:<9} {p.describe():<30} {p.help}")
+    for name, cls in all_methods().items():
+        declared = cls.declared()
+        typer.echo(f"{name:<10} {cls.summary}")
+        typer.echo(f"{'':<10} " + ", ".join(f"{key}={declared[key].default}" for key in cls.params)
+                   + (" (or the checkpoint's recipe)" if cls.from_scratch else ""))
+        for key in cls.params:
+            if key not in COMMON_PARAMS:
+                typer.echo(f"{'':<10} {key}: {declared[key].describe()}; {declared[key].help}")
+    typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau).")
