@@ -341,6 +341,56 @@ def slot_link(c: Ctx):
     return c.unlearn(c.runs / "new"), 2, "slot-0 is a link"
 
 
+def events_link(c: Ctx):
+    run = c.run()
+    (run / "events.jsonl").unlink()
+    (run / "events.jsonl").symlink_to(c.secret)
+    return c.unlearn(run), 2, "events.jsonl is a link"
+
+
+def metrics_link(c: Ctx):
+    run = c.run()
+    (run / "metrics.json").symlink_to(c.secret)
+    return c.unlearn(run), 2, "metrics.json is a link"
+
+
+def embedding_link(c: Ctx):
+    run = c.run()
+    (run / "embedding.npy").symlink_to(c.secret)
+    return c.unlearn(run), 2, "embedding.npy is a link"
+
+
+def model_folder(c: Ctx):
+    run = c.run()
+    (run / "model.safetensors").mkdir()
+    return c.unlearn(run), 2, "model.safetensors is a directory"
+
+
+def status_a_list(c: Ctx):
+    run = c.run()
+    (run / "status.json").write_text("[1, 2]")
+    return ["runs", c.runs], 0, "status.json is damaged (not an object)"
+
+
+def events_deeply_nested(c: Ctx):
+    run = c.run()
+    with (run / "events.jsonl").open("a") as fh:
+        fh.write("[" * 100000 + "]" * 100000 + "\n")
+    return ["runs", c.runs], 0, "1 damaged line(s) in events.jsonl"
+
+
+def watch_wrong_types(c: Ctx):
+    run = c.run()
+    status(run, state=["running"], host=None, heartbeat={"t": 1}, signal=["SIGKILL"])
+    return ["runs", "watch", run], 0, "died"
+
+
+def cancel_future_heartbeat(c: Ctx):
+    run = c.run()
+    status(run, state="running", host="another-host", heartbeat=time.time() + 86400, pid=12)
+    return ["runs", "cancel", run], 2, "nothing to cancel"
+
+
 def _immutable(path: Path) -> None:
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
         pytest.skip("chattr +i is not available here (needs root and a file system that keeps it)")
@@ -367,7 +417,8 @@ ROWS: list[Callable[[Ctx], tuple]] = [
     heartbeat_text, heartbeat_future, heartbeat_nan, reason_not_text, status_every_type_wrong,
     status_deeply_nested, status_json_output, long_event_lines, long_line_before_done, identity_disagrees,
     identity_disagrees_compare, out_too_long, out_part_too_long, out_not_utf8, slot_folder, slot_folder_listed,
-    slot_link, folder_immutable, lock_immutable,
+    slot_link, folder_immutable, lock_immutable, events_link, metrics_link, embedding_link, model_folder,
+    status_a_list, events_deeply_nested, watch_wrong_types, cancel_future_heartbeat,
 ]
 
 
