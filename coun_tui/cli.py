@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sys
 from collections import Counter
 from functools import cache, partial
@@ -314,7 +315,7 @@ def runs_cmd(what: Optional[list[str]] = typer.Argument(
         if len(args) != 1:
             fail(f"usage: coun-lab runs {action} RUN_DIR")
         run_dir = Path(args[0])
-        if not (run_dir / "run.toml").is_file():
+        if not os.path.isfile(run_dir / "run.toml"):  # (never raises, even on a name too long)
             fail(f"{run_dir} is not a run directory (no run.toml)")
         if action == "watch":
             state = read_state(run_dir)
@@ -331,7 +332,7 @@ def runs_cmd(what: Optional[list[str]] = typer.Argument(
     if len(args) > 1:
         fail("usage: coun-lab runs [DIR]")
     root = Path(args[0]) if args else default_runs_dir()
-    if not root.exists():
+    if not os.path.exists(root):
         fail(f"{root} does not exist; give a runs directory, a sweep folder or a run")
     from coun_tui.engine.runlist import list_runs
 

@@ -40,7 +40,8 @@ class Ctx:
     queues: Path
     argv: list[str] = field(default_factory=list)
     may_change: set[str] = field(default_factory=set)  # paths (relative to root) a row may rewrite
-    holding: list[threading.Timer] = field(default_factory=list)  # locks this test holds as a live writer
+    stop: threading.Event = field(default_factory=threading.Event)  # the writer this test plays lets go
+    holding: list[threading.Thread] = field(default_factory=list)
 
     @property
     def runs(self) -> Path:
@@ -74,12 +75,22 @@ def status(run: Path, **fields) -> None:
     (run / "status.json").write_text(json.dumps(fields))
 
 
-def hold_lock_briefly(c: Ctx, run: Path, seconds: float = 0.6) -> None:
-    """This test holds the run's lock (a live writer) and lets it go after `seconds`."""
+def play_the_writer(c: Ctx, run: Path) -> None:
+    """This test holds the run's lock (a live writer) and lets it go, as a worker stops, once a
+    cancel request is a file in the run folder (or the row is over)."""
     lock = RunLock.acquire(run)
-    timer = threading.Timer(seconds, lock.release)
-    timer.start()
-    c.holding.append(timer)
+
+    def writer() -> None:
+        deadline = time.monotonic() + 60
+        while not c.stop.is_set() and time.monotonic() < deadline:
+            if (run / "cancel").is_file() and not (run / "cancel").is_symlink():
+                break
+            time.sleep(0.05)
+        lock.release()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    c.holding.append(thread)
 
 
 # --- the rows: each sets up its fault and returns (argv, rc, fragment of the message) -------------
@@ -112,7 +123,7 @@ def lock_link_in_new_folder(c: Ctx):
 def cancel_link(c: Ctx):
     run = c.run()
     (run / "cancel").symlink_to(c.secret)
-    hold_lock_briefly(c, run)
+    play_the_writer(c, run)
     c.may_change.add("runs/run/cancel")  # the link itself is replaced by the cancel request
     return ["runs", "cancel", run], 0, "died"
 
@@ -120,7 +131,7 @@ def cancel_link(c: Ctx):
 def cancel_folder(c: Ctx):
     run = c.run()
     (run / "cancel").mkdir()
-    hold_lock_briefly(c, run)
+    play_the_writer(c, run)
     return ["runs", "cancel", run], 2, "cancel is a directory"
 
 
@@ -391,6 +402,32 @@ def cancel_future_heartbeat(c: Ctx):
     return ["runs", "cancel", run], 2, "nothing to cancel"
 
 
+def queue_folder_link(c: Ctx):
+    c.queues.mkdir(parents=True, exist_ok=True)
+    (c.queues / "cpu").symlink_to(c.secret.parent, target_is_directory=True)
+    return c.unlearn(c.runs / "new"), 2, "cpu is a link, not a folder"
+
+
+def runs_name_too_long(c: Ctx):
+    return ["runs", c.runs / ("z" * 300)], 2, "does not exist"
+
+
+def cancel_name_too_long(c: Ctx):
+    return ["runs", "cancel", c.runs / ("z" * 300)], 2, "is not a run directory"
+
+
+def compare_name_too_long(c: Ctx):
+    return ["compare", c.runs / ("z" * 300)], 2, "no such directory"
+
+
+def forget_fraction_huge(c: Ctx):
+    run = c.run(finished=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["forget"] = {"classes": None, "fraction": 10**400, "seed": "s"}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return ["runs", c.runs], 0, "in metrics.json (metrics.json is shown)"
+
+
 def _immutable(path: Path) -> None:
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
         pytest.skip("chattr +i is not available here (needs root and a file system that keeps it)")
@@ -418,7 +455,8 @@ ROWS: list[Callable[[Ctx], tuple]] = [
     status_deeply_nested, status_json_output, long_event_lines, long_line_before_done, identity_disagrees,
     identity_disagrees_compare, out_too_long, out_part_too_long, out_not_utf8, slot_folder, slot_folder_listed,
     slot_link, folder_immutable, lock_immutable, events_link, metrics_link, embedding_link, model_folder,
-    status_a_list, events_deeply_nested, watch_wrong_types, cancel_future_heartbeat,
+    status_a_list, events_deeply_nested, watch_wrong_types, cancel_future_heartbeat, queue_folder_link,
+    runs_name_too_long, cancel_name_too_long, compare_name_too_long, forget_fraction_huge,
 ]
 
 
@@ -460,8 +498,9 @@ def test_fault(row, tmp_path, cli, capsys, digits_model, monkeypatch):
         out, err = capsys.readouterr()
     finally:
         _unfreeze(tmp_path)
-        for timer in ctx.holding:  # the writer this test played lets go before the next checks
-            timer.join()
+        ctx.stop.set()  # the writer this test played lets go before the next checks
+        for thread in ctx.holding:
+            thread.join()
     assert "Traceback" not in out + err, err
     assert code == rc, (code, out, err)
     if rc == 2:

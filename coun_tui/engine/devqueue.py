@@ -61,8 +61,8 @@ def queue_problem(device: str) -> str:
     """Why the device's queue cannot be used ("" when it can): its folder, limit or a slot."""
     path = queues_root() / check_device(device).replace(":", "_")
     what = not_a_file(path) if not path.is_dir() or path.is_symlink() else ""
-    if what and what != "a link":
-        return f"{path} is {what}, not a folder: remove it"
+    if what:  # a link would put the queue's files wherever it points
+        return f"{path} is {what}, not a folder: remove it (rm {path})"
     if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
         return f"{path} cannot be written: check its permissions"
     entries = [path / "limit", *sorted(path.glob("slot-*"))] if path.is_dir() else []

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def run_label(m: dict[str, Any]) -> str:
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's metrics.json, checked, as a dict (with its folder's name as "name")."""
-    if not Path(run_dir).is_dir():
+    if not os.path.isdir(run_dir):  # (never raises, even on a name too long)
         raise UserError(f"{run_dir}: no such directory; give finished run directories")
     return {"name": Path(run_dir).name, **read_metrics(run_dir).as_dict()}
 

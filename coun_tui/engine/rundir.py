@@ -137,7 +137,7 @@ def check_name(out: str | Path) -> None:
         name_max = 255
     longest = max((len(part) for part in encoded.split(b"/")), default=0)
     if longest > name_max or len(encoded) > 4000:
-        raise UserError(f"--out {text[:60]}...: a name in it is {longest} bytes long, more than the file system "
+        raise UserError(f"--out {text[:40]}… holds a name of {longest} bytes, more than the file system "
                         f"allows ({name_max}); give a shorter name")
 
 
@@ -348,7 +348,11 @@ def as_number(value: Any) -> float | None:
     """A finite number, or None for anything else (text, a list, NaN, a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def as_int(value: Any) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from coun_tui.engine.files import open_for_reading
 from coun_tui.engine.jobs import find_runs, read_spec_dict
-from coun_tui.engine.rundir import JobState, as_text, read_state
+from coun_tui.engine.rundir import JobState, as_number, as_text, read_state
 
 FORGET_KEYS = ("classes", "fraction", "seed", "indices_file")  # what makes two forget sets the same
 
@@ -35,11 +35,11 @@ class RunIdentity:
 
     def forget_words(self) -> str:
         f = self.forget
-        classes, fraction = f.get("classes"), f.get("fraction")
+        classes, fraction = f.get("classes"), as_number(f.get("fraction"))
         if isinstance(classes, list) and classes:
             return "class " + ",".join(as_text(c) for c in classes)
-        if isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
-            return f"{float(fraction):.0%} s{as_text(f.get('seed', 0))}"
+        if fraction is not None:
+            return f"{fraction:.0%} s{as_text(f.get('seed', 0))}"
         return "indices" if f.get("indices_file") else "-"
 
 

@@ -139,7 +139,8 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     write_status(run_dir, supervisor=os.getpid(), pid=os.getpid(), host=host())
     lock = RunLock(args.lock_fd)
-    lock.set_holder(role="worker")  # the launcher that took the lock has usually exited by now
+    with contextlib.suppress(OSError):  # the launcher that took the lock has usually exited by now
+        lock.set_holder(role="worker")
     ticket = Ticket.adopt(args.ticket, args.ticket_fd, args.device)
     try:
         queued = lambda ahead: write_status(run_dir, note=f"{ahead} ahead on {args.device}")  # noqa: E731
@@ -158,7 +159,8 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
         child = subprocess.Popen([sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--trainer"],
                                  pass_fds=(args.lock_fd, ticket.fd, ticket.slot_fd), stdin=subprocess.DEVNULL)
         write_status(run_dir, pid=child.pid)
-        lock.set_holder(role="worker", trainer=child.pid)
+        with contextlib.suppress(OSError):
+            lock.set_holder(role="worker", trainer=child.pid)
         asked = None
         while child.poll() is None:
             if asked is None and cancel_file.exists():
