@@ -12,6 +12,7 @@ the functions here, which read nothing but the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coun_tui.engine import UserError
 from coun_tui.engine.events import Event
 from coun_tui.engine.records import read_event
 from coun_tui.engine.rundir import (
@@ -99,8 +101,11 @@ def launch(spec: RunSpec, out: str | Path, device: str, find_reference_in: str |
     except BaseException as exc:
         if ticket is not None:
             ticket.release()
-        if isinstance(exc, OSError):  # the worker could not start: say so in the run directory
-            write_status(run_dir, state="failed", reason=f"the worker did not start: {exc}")
+        if isinstance(exc, OSError):  # the worker could not start: say so in the run directory, and here
+            with contextlib.suppress(OSError):
+                write_status(run_dir, state="failed", reason=f"the worker did not start: {exc}")
+            raise UserError(f"the run in {run_dir} could not start ({exc.strerror or exc}); check the folder "
+                            "(space, permissions) or choose another --out") from None
         raise
     finally:
         if ticket is not None and ticket.fd >= 0:  # the worker holds its own copies now

@@ -11,8 +11,10 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,12 +194,37 @@ def _check_out_dir(path: Path, source: str | Path | None) -> Path:
 def clear_for_writing(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
     """Called under the lock: remove a dead writer's temporary files and an unfinished run's files,
     so the new run starts clean (labels a person gave stay, and the files named in `keep`).
-    An entry that is not a regular file is refused before anything goes."""
+
+    All or nothing: an entry that is not a regular file is refused first, then every file to go is
+    moved into one hidden folder (a rename, undone if any fails: an immutable file, a read-only
+    folder) and only then deleted, so a refused relaunch loses nothing."""
     check_entries(run_dir)
-    for p in run_dir.iterdir():
-        if is_temporary(p.name) or (p.name in RUN_FILES and p.name not in (LOCK_FILE, "labels.json", *keep)):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    doomed = [p for p in run_dir.iterdir()
+              if is_temporary(p.name) or (p.name in RUN_FILES and p.name not in (LOCK_FILE, "labels.json", *keep))]
+    if not doomed:
+        return
+    try:
+        trash = Path(tempfile.mkdtemp(dir=run_dir, prefix=".cleared.", suffix=".tmp"))
+    except OSError as exc:
+        raise _cannot_remove(exc, run_dir) from None
+    moved: list[Path] = []
+    try:
+        for p in doomed:
+            os.rename(p, trash / p.name)
+            moved.append(p)
+    except OSError as exc:
+        for p in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.rename(trash / p.name, p)
+        with contextlib.suppress(OSError):
+            trash.rmdir()
+        raise _cannot_remove(exc, run_dir) from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _cannot_remove(exc: OSError, run_dir: Path) -> UserError:
+    return UserError(f"{exc.filename or run_dir} cannot be removed ({exc.strerror or type(exc).__name__}); nothing "
+                     "was changed: check its permissions and attributes (lsattr, chattr -i) or choose another --out")
 
 
 # --- status.json ------------------------------------------------------------------------------
