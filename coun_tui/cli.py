@@ -296,6 +296,7 @@ def runs_cmd(what: Optional[list[str]] = typer.Argument(
     from coun_tui.engine import devqueue, jobs
     from coun_tui.engine.paths import default_runs_dir
     from coun_tui.engine.rundir import read_state
+    from coun_tui.engine.runlist import list_runs
 
     what = list(what or [])
     action = what[0] if what and what[0] in ("watch", "cancel", "limit") else "list"
@@ -334,8 +335,6 @@ def runs_cmd(what: Optional[list[str]] = typer.Argument(
     root = Path(args[0]) if args else default_runs_dir()
     if not os.path.exists(root):
         fail(f"{root} does not exist; give a runs directory, a sweep folder or a run")
-    from coun_tui.engine.runlist import list_runs
-
     rows = list_runs(root)
     for problem in devqueue.queue_problems():
         typer.echo(f"warning: {problem}", err=True)

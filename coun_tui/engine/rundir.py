@@ -283,6 +283,9 @@ def _lines(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line.strip()]
 
 
+# How far back the tail is searched for the last step: far beyond any real run's lines after its
+# last step (an epoch's metrics and embedding), and a bound on what a hostile file costs a reader.
+TAIL_LIMIT = 64 << 20
 # A line of valid JSON with fields of the wrong type is damage too, never an exception.
 _BAD_FIELDS = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
 
@@ -299,7 +302,7 @@ def scan_events(run_dir: Path, window: int = 65536) -> dict[str, Any]:
             head = fh.read(window)
             _scan_head(head[: head.rfind(b"\n") + 1], out)  # a line being written is not read
             end = size
-            while end > 0 and not out["step"]:
+            while end > 0 and not out["step"] and size - end + window <= TAIL_LIMIT:
                 start = max(0, end - window)
                 fh.seek(start)
                 data = fh.read(end - start)
