@@ -42,6 +42,7 @@ class Ctx:
     may_change: set[str] = field(default_factory=set)  # paths (relative to root) a row may rewrite
     stop: threading.Event = field(default_factory=threading.Event)  # the writer this test plays lets go
     holding: list[threading.Thread] = field(default_factory=list)
+    frozen: list[Path] = field(default_factory=list)  # made immutable (chattr +i) by the row
 
     @property
     def runs(self) -> Path:
@@ -428,27 +429,28 @@ def forget_fraction_huge(c: Ctx):
     return ["runs", c.runs], 0, "in metrics.json (metrics.json is shown)"
 
 
-def _immutable(path: Path) -> None:
+def _immutable(c: Ctx, path: Path) -> None:
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
         pytest.skip("chattr +i is not available here (needs root and a file system that keeps it)")
+    c.frozen.append(path)
 
 
 def folder_immutable(c: Ctx):
     run = c.run()
-    _immutable(run)
+    _immutable(c, run)
     return c.unlearn(run), 2, "cannot be written"
 
 
 def lock_immutable(c: Ctx):
     run = c.run()
     (run / ".lock").write_bytes(b"")
-    _immutable(run / ".lock")
+    _immutable(c, run / ".lock")
     return c.unlearn(run), 2, ".lock cannot be written"
 
 
 def run_toml_immutable(c: Ctx):
     run = c.run()  # a dead run: its files would be cleared, but one of them cannot be removed
-    _immutable(run / "run.toml")
+    _immutable(c, run / "run.toml")
     c.may_change.add("runs/run/.lock")  # the lock was taken before the clearing found out
     return c.unlearn(run), 2, "run.toml cannot be removed (Operation not permitted); nothing was changed"
 
@@ -483,10 +485,9 @@ def _tree(root: Path) -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def _unfreeze(root: Path) -> None:
-    for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+def _unfreeze(paths: list[Path]) -> None:
+    for path in paths:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.__name__ for r in ROWS])
@@ -504,7 +505,7 @@ def test_fault(row, tmp_path, cli, capsys, digits_model, monkeypatch):
         code = cli(*argv)
         out, err = capsys.readouterr()
     finally:
-        _unfreeze(tmp_path)
+        _unfreeze(ctx.frozen)
         ctx.stop.set()  # the writer this test played lets go before the next checks
         for thread in ctx.holding:
             thread.join()
