@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ def runs_cmd(what: list[str] | None = typer.Argument(
     from coun_tui.engine import devqueue, jobs
     from coun_tui.engine.paths import default_runs_dir
     from coun_tui.engine.rundir import read_state
+    from coun_tui.engine.runlist import list_runs
 
     what = list(what or [])
     action = what[0] if what and what[0] in ("watch", "cancel", "limit") else "list"
@@ -98,6 +100,7 @@ def runs_cmd(what: list[str] | None = typer.Argument(
     if action == "limit":
         if not args or len(args) > 2:
             fail("usage: coun-lab runs limit DEVICE [N], e.g. coun-lab runs limit cuda:0 4")
+        devqueue.check_queue(args[0])
         if len(args) == 2:
             try:
                 devqueue.set_limit(args[0], int(args[1]))
@@ -109,7 +112,7 @@ def runs_cmd(what: list[str] | None = typer.Argument(
         if len(args) != 1:
             fail(f"usage: coun-lab runs {action} RUN_DIR")
         run_dir = Path(args[0])
-        if not (run_dir / "run.toml").is_file():
+        if not os.path.isfile(run_dir / "run.toml"):  # (never raises, even on a name too long)
             fail(f"{run_dir} is not a run directory (no run.toml)")
         if action == "watch":
             state = read_state(run_dir)
@@ -126,9 +129,11 @@ def runs_cmd(what: list[str] | None = typer.Argument(
     if len(args) > 1:
         fail("usage: coun-lab runs [DIR]")
     root = Path(args[0]) if args else default_runs_dir()
-    if not root.exists():
+    if not os.path.exists(root):
         fail(f"{root} does not exist; give a runs directory, a sweep folder or a run")
-    rows = [_run_row(run, read_state(run)) for run in jobs.find_runs(root)]
+    rows = list_runs(root)
+    for problem in devqueue.queue_problems():
+        typer.echo(f"warning: {problem}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -139,23 +144,3 @@ def runs_cmd(what: list[str] | None = typer.Argument(
     for r in rows:
         typer.echo(f"{r['state']:<10} {r['method']:<13} {r['forget']:<16} {r['progress']:<11} {r['age']:>6}  "
                    f"{r['run']}" + (f"\n{'':<10} {r['detail']}" if r["detail"] else ""))
-
-
-def _run_row(run: Path, state) -> dict:
-    import time
-
-    from coun_tui.engine.jobs import read_spec_dict
-
-    spec = read_spec_dict(run)
-    method = str(spec.get("method", "?")) + ("+cl" if spec.get("cl") and spec.get("method") != "coun" else "")
-    f = spec.get("forget") or {}
-    forget = ("class " + ",".join(map(str, f["classes"])) if f.get("classes") else
-              f"{float(f['fraction']):.0%} s{f.get('seed', 0)}" if f.get("fraction") is not None else "-")
-    progress = f"{state.step}/{state.total}" if state.total else ("-" if state.state != "done" else "done")
-    age = time.time() - (state.updated or run.stat().st_mtime)
-    shown_age = (f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}m" if age < 7200 else
-                 f"{age / 3600:.0f}h" if age < 172800 else f"{age / 86400:.0f}d")
-    return {"run": str(run), "state": state.state, "detail": state.detail, "method": method, "forget": forget,
-            "progress": progress, "step": state.step, "total": state.total, "age": shown_age}
-
-

@@ -5,6 +5,11 @@ start in launch order; each ticket is flock'ed by its job (a dead job's ticket i
 swept away). A job starts when fewer than `limit` live tickets are ahead of it and it holds one
 of the device's `limit` slot locks (slot-0 ...), so the limit holds even under races. The limit
 is the file QUEUES/<device>/limit (default 1), set with `coun-lab runs limit DEVICE N`.
+
+A device's name is a torch device (cpu, cuda:N, mps): it names a folder, so nothing else is
+accepted (no `..`, no slash). Slots are opened without following links, and a slot or limit that
+is not a file, or a queue folder that cannot be written, is a problem said at launch and in
+`coun-lab runs` (queue_problems).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coun_tui.engine import UserError
+from coun_tui.engine.files import atomic_write, not_a_file, open_file
 
 STALE_SECONDS = 10.0  # an unlocked ticket younger than this may be one being created
 POLL_SECONDS = 0.25
@@ -30,15 +36,72 @@ def queues_root() -> Path:
     return Path(os.environ.get("COUN_LAB_QUEUES") or Path(user_data_dir("coun-lab")) / "queues")
 
 
+DEVICE_NAME = re.compile(r"(cpu|mps|cuda|xpu)(:[0-9]{1,3})?")
+
+
+def check_device(device: str) -> str:
+    """The device's name when it is one a queue may have (cpu, cuda:N, mps), else UserError."""
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise UserError(f"device {ascii(device)} is not a device "
+                        "name; use cpu, cuda:N or mps")
+    return device
+
+
 def device_dir(device: str) -> Path:
-    path = queues_root() / re.sub(r"[^A-Za-z0-9_.-]", "_", device)
-    path.mkdir(parents=True, exist_ok=True)
+    path = queues_root() / check_device(device).replace(":", "_")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"the {device} queue {path} cannot be made ({exc.strerror or type(exc).__name__}); "
+                        "check it or set COUN_LAB_QUEUES to another folder") from None
     return path
 
 
-def get_limit(device: str) -> int:
+def queue_problem(device: str) -> str:
+    """Why the device's queue cannot be used ("" when it can): its folder, limit or a slot."""
+    path = queues_root() / check_device(device).replace(":", "_")
+    what = not_a_file(path) if not path.is_dir() or path.is_symlink() else ""
+    if what:  # a link would put the queue's files wherever it points
+        return f"{path} is {what}, not a folder: remove it (rm {path})"
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} cannot be written: check its permissions"
+    entries = [path / "limit", *sorted(path.glob("slot-*"))] if path.is_dir() else []
+    for entry in entries:
+        what = not_a_file(entry)
+        if what:
+            return f"{entry} is {what}, not a file: remove it (rm -r {entry})"
+    return ""
+
+
+def check_queue(device: str) -> None:
+    problem = queue_problem(device)
+    if problem:
+        raise UserError(f"the {device} queue cannot be used: {problem}")
+
+
+def queue_problems() -> list[str]:
+    """Each queue under the queues root that cannot be used, with its cause (for `coun-lab runs`)."""
+    root = queues_root()
     try:
-        return max(1, int((device_dir(device) / "limit").read_text().strip()))
+        names = sorted(p.name for p in root.iterdir())
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        device = name.replace("_", ":")
+        if DEVICE_NAME.fullmatch(device):
+            problem = queue_problem(device)
+            if problem:
+                out.append(f"queue {device}: {problem}")
+    return out
+
+
+def get_limit(device: str) -> int:
+    from coun_tui.engine.files import open_for_reading
+
+    try:
+        with open_for_reading(device_dir(device) / "limit") as fh:
+            return max(1, int(fh.read(64).strip()))
     except (OSError, ValueError):
         return 1
 
@@ -46,15 +109,14 @@ def get_limit(device: str) -> int:
 def set_limit(device: str, n: int) -> None:
     if n < 1:
         raise UserError(f"a device's limit must be at least 1, not {n}")
-    from coun_tui.engine.files import atomic_write
-
+    check_queue(device)
     with atomic_write(device_dir(device) / "limit", "w") as fh:
         fh.write(f"{n}\n")
 
 
 def _locked(path: Path) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -93,7 +155,7 @@ class Ticket:
         path = device_dir(device) / name
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, str(Path(run_dir).resolve()).encode())
+        os.write(fd, os.fsencode(Path(run_dir).resolve()))
         return cls(path, fd, device)
 
     @classmethod
@@ -110,7 +172,7 @@ class Ticket:
         if self.ahead() >= limit:
             return False
         for i in range(limit):
-            fd = os.open(device_dir(self.device) / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_file(device_dir(self.device) / f"slot-{i}", os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -12,6 +12,7 @@ the functions here, which read nothing but the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coun_tui.engine import UserError
 from coun_tui.engine.events import Event
 from coun_tui.engine.records import read_event
 from coun_tui.engine.rundir import (
@@ -71,11 +73,12 @@ def launch(spec: RunSpec, out: str | Path, device: str, find_reference_in: str |
     """
     import tomli_w
 
-    from coun_tui.engine.devqueue import Ticket
-    from coun_tui.engine.files import atomic_write
+    from coun_tui.engine.devqueue import Ticket, check_queue
+    from coun_tui.engine.files import atomic_write, open_append
     from coun_tui.engine.runs import spec_to_dict
 
     run_dir = check_out_dir(out, spec.model)
+    check_queue(device)  # a queue that cannot be used is said now, not as a job that dies
     lock = RunLock.acquire(run_dir)
     ticket = None
     try:
@@ -88,7 +91,7 @@ def launch(spec: RunSpec, out: str | Path, device: str, find_reference_in: str |
                      threads=threads)
         ticket = Ticket.take(device, run_dir)
         _reap()
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open_append(run_dir / LOG_FILE) as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--lock-fd", str(lock.fd),
                  "--ticket", str(ticket.path), "--ticket-fd", str(ticket.fd), "--device", device],
@@ -98,8 +101,11 @@ def launch(spec: RunSpec, out: str | Path, device: str, find_reference_in: str |
     except BaseException as exc:
         if ticket is not None:
             ticket.release()
-        if isinstance(exc, OSError):  # the worker could not start: say so in the run directory
-            write_status(run_dir, state="failed", reason=f"the worker did not start: {exc}")
+        if isinstance(exc, OSError):  # the worker could not start: say so in the run directory, and here
+            with contextlib.suppress(OSError):
+                write_status(run_dir, state="failed", reason=f"the worker did not start: {exc}")
+            raise UserError(f"the run in {run_dir} could not start ({exc.strerror or exc}); check the folder "
+                            "(space, permissions) or choose another --out") from None
         raise
     finally:
         if ticket is not None and ticket.fd >= 0:  # the worker holds its own copies now
@@ -115,10 +121,13 @@ def _reap() -> None:
 def cancel(run_dir: str | Path) -> bool:
     """Ask a queued or running job to stop; False if it is not live. The worker stops within one
     step; its supervisor kills it if it has not stopped after CANCEL_GRACE_SECONDS."""
+    from coun_tui.engine.files import atomic_write
+
     run_dir = Path(run_dir)
     if not read_state(run_dir).live:
         return False
-    (run_dir / CANCEL_FILE).write_text(f"{os.getpid()} {host()} {time.time()}\n")
+    with atomic_write(run_dir / CANCEL_FILE, "w") as fh:  # replaces a planted link, never writes through it
+        fh.write(f"{os.getpid()} {host()} {time.time()}\n")
     return True
 
 
@@ -268,7 +277,11 @@ def find_runs(root: str | Path, depth: int = 4) -> list[Path]:
         return [root]
     found: list[Path] = []
     if depth and root.is_dir():
-        for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:  # a folder that cannot be listed holds no runs we can show
+            return found
+        for child in children:
             found += find_runs(child, depth - 1)
     return found
 
@@ -283,7 +296,10 @@ def read_spec_dict(run_dir: Path) -> dict[str, Any]:
     """run.toml as a dict ({} when missing or damaged)."""
     import tomllib
 
+    from coun_tui.engine.files import open_for_reading
+
     try:
-        return tomllib.loads((Path(run_dir) / "run.toml").read_text())
+        with open_for_reading(Path(run_dir) / "run.toml") as fh:
+            return tomllib.loads(fh.read().decode())
     except (OSError, ValueError):
         return {}

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Required, TypedDict
 from coun_tui.engine import UserError
 from coun_tui.engine.backends import threads_for
 from coun_tui.engine.events import Cancelled, Failed
-from coun_tui.engine.files import atomic_write
+from coun_tui.engine.files import atomic_write, open_append
 from coun_tui.engine.reference import REFERENCE_FILE
 from coun_tui.engine.rundir import (
     CANCEL_FILE,
@@ -131,7 +131,7 @@ def _is_final(line: bytes) -> bool:
 
 def _append(run_dir: Path, lines: list[bytes]) -> None:
     if lines:
-        with open(run_dir / EVENTS_FILE, "ab", buffering=0) as log:
+        with open_append(run_dir / EVENTS_FILE) as log:  # never through a planted link
             log.write(b"".join(lines))  # whole lines, one write
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from coun_tui.engine import UserError
 from coun_tui.engine.metrics import MIA_VARIANTS
 from coun_tui.engine.records import METRICS, method_label, read_metrics
 from coun_tui.engine.reference import KNN, VERSUS_RETRAIN
+from coun_tui.engine.runlist import identity
 
 # Beyond the paper's table, measured on D_u against Retrain (see engine/reference.py) and the MIA
 # variants; shown only when some row has them (runs made before they existed lack them).
@@ -62,7 +64,7 @@ def run_label(m: dict[str, Any]) -> str:
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's metrics.json, checked, as a dict (with its folder's name as "name")."""
-    if not Path(run_dir).is_dir():
+    if not os.path.isdir(run_dir):  # (never raises, even on a name too long)
         raise UserError(f"{run_dir}: no such directory; give finished run directories")
     return {"name": Path(run_dir).name, **read_metrics(run_dir).as_dict()}
 
@@ -257,4 +259,11 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
         if sort not in rows[0]:
             raise UserError(f"cannot sort by {sort!r}; use one of: {', '.join(rows[0])}")
         rows.sort(key=lambda r: (r[sort] is None, r[sort]))
-    return render(rows, fmt)
+    return render(rows, fmt) + (identity_notes(run_dirs) if fmt == "md" else "")
+
+
+def identity_notes(run_dirs: Sequence[str | Path]) -> str:
+    """A line under the table for each run whose run.toml and metrics.json disagree on what it is
+    (the table shows metrics.json, as `coun-lab runs` does)."""
+    notes = [f"Note: {Path(d).name}: {identity(d).conflict}" for d in run_dirs if identity(d).conflict]
+    return "\n" + "\n".join(notes) + "\n" if notes else ""

@@ -9,14 +9,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import shutil
 import socket
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coun_tui.engine import UserError
+from coun_tui.engine.files import not_a_file, open_file, open_for_reading
 
 LOCK_FILE = ".lock"  # flock'ed by the run's writer for its whole life
 CANCEL_FILE = "cancel"  # its presence asks the worker to stop (checked every training step)
@@ -53,8 +58,12 @@ class RunLock:
 
     @classmethod
     def acquire(cls, run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{run_dir} cannot be made ({exc.strerror or type(exc).__name__}); "
+                            "choose another --out") from None
+        fd = open_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)  # never through a planted link
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -84,8 +93,8 @@ class RunLock:
 
 def read_holder(run_dir: Path) -> dict[str, Any] | None:
     """Who holds the run's lock ({"pid", "host", ...}), or None when nobody does."""
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    try:  # non-blocking: a pipe planted as .lock must not hang a reader
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -105,17 +114,60 @@ def read_holder(run_dir: Path) -> dict[str, Any] | None:
 
 def describe_holder(info: dict[str, Any] | None) -> str:
     info = info or {}
-    return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+    role = f" ({as_text(info['role'])})" if info.get("role") else ""
+    return f"pid {as_text(info.get('pid', '?'))} on {as_text(info.get('host', '?'))}{role}"
 
 
 # --- where a run may be written ---------------------------------------------------------------
 
 
+def check_name(out: str | Path) -> None:
+    """Refuse an --out the file system cannot hold: a name part too long, or one that is not valid
+    in the file system's encoding (it could not be written into a ticket or a log line)."""
+    text = str(out)
+    try:
+        encoded = text.encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        raise UserError(f"--out {ascii(text)} is not valid {sys.getfilesystemencoding()}; "
+                        "give a name in plain letters, digits, - and _") from None
+    parent = Path(text).parent
+    while not os.path.isdir(parent) and parent != parent.parent:  # (never raises on a long name)
+        parent = parent.parent
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if longest > name_max or len(encoded) > 4000:
+        raise UserError(f"--out {text[:40]}… holds a name of {longest} bytes, more than the file system "
+                        f"allows ({name_max}); give a shorter name")
+
+
+def check_entries(path: Path) -> None:
+    """Refuse a run folder where an entry that belongs to a run is not a regular file (a link, a
+    folder, a pipe): the launcher would write through it or fail halfway through clearing."""
+    for name in sorted(RUN_FILES):
+        what = not_a_file(path / name)
+        if what:
+            raise UserError(f"{path / name} is {what}, not a file; nothing was changed: remove it "
+                            f"(rm -r {path / name}) or choose another --out")
+
+
 def check_out_dir(out: str | Path, source: str | Path | None = None) -> Path:
-    """Refuse, before anything is written, an --out that would mix a run with other files."""
+    """Refuse, before anything is written, an --out that would mix a run with other files, or that
+    holds a run's whole model: the folder is judged whole before anything in it is deleted."""
     if not str(out).strip():
         raise UserError("--out is empty; give a new directory for the run, e.g. --out runs/coun-3")
-    path = Path(out)
+    check_name(out)
+    try:
+        return _check_out_dir(Path(out), source)
+    except OSError as exc:
+        raise UserError(f"--out {out} cannot be read ({exc.strerror or type(exc).__name__}); "
+                        "choose another --out") from None
+
+
+def _check_out_dir(path: Path, source: str | Path | None) -> Path:
+    out = str(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the run")
     if source:
@@ -129,18 +181,50 @@ def check_out_dir(out: str | Path, source: str | Path | None = None) -> Path:
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise UserError(f"--out {out} holds files that are not a run's ({shown}); give a new directory")
+        check_entries(path)
         if (path / "metrics.json").exists():
             raise UserError(f"{out} already holds a finished run; choose another --out or delete it")
+        if model_is_whole(path / "model.safetensors"):
+            raise UserError(f"{out} holds a whole model (model.safetensors) but no metrics.json; keep it "
+                            f"(choose another --out; `coun-lab eval --model {path / 'model.safetensors'}` "
+                            "measures it) or delete the folder")
     return path
 
 
 def clear_for_writing(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
     """Called under the lock: remove a dead writer's temporary files and an unfinished run's files,
-    so the new run starts clean (labels a person gave stay, and the files named in `keep`)."""
-    for p in run_dir.iterdir():
-        if is_temporary(p.name) or (p.name in RUN_FILES and p.name not in (LOCK_FILE, "labels.json", *keep)):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    so the new run starts clean (labels a person gave stay, and the files named in `keep`).
+
+    All or nothing: an entry that is not a regular file is refused first, then every file to go is
+    moved into one hidden folder (a rename, undone if any fails: an immutable file, a read-only
+    folder) and only then deleted, so a refused relaunch loses nothing."""
+    check_entries(run_dir)
+    doomed = [p for p in run_dir.iterdir()
+              if is_temporary(p.name) or (p.name in RUN_FILES and p.name not in (LOCK_FILE, "labels.json", *keep))]
+    if not doomed:
+        return
+    try:
+        trash = Path(tempfile.mkdtemp(dir=run_dir, prefix=".cleared.", suffix=".tmp"))
+    except OSError as exc:
+        raise _cannot_remove(exc, run_dir) from None
+    moved: list[Path] = []
+    try:
+        for p in doomed:
+            os.rename(p, trash / p.name)
+            moved.append(p)
+    except OSError as exc:
+        for p in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.rename(trash / p.name, p)
+        with contextlib.suppress(OSError):
+            trash.rmdir()
+        raise _cannot_remove(exc, run_dir) from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _cannot_remove(exc: OSError, run_dir: Path) -> UserError:
+    return UserError(f"{exc.filename or run_dir} cannot be removed ({exc.strerror or type(exc).__name__}); nothing "
+                     "was changed: check its permissions and attributes (lsattr, chattr -i) or choose another --out")
 
 
 # --- status.json ------------------------------------------------------------------------------
@@ -149,10 +233,11 @@ def clear_for_writing(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
 def read_status(run_dir: Path) -> tuple[dict[str, Any], str]:
     """status.json as a dict, and what is wrong with it ("" when it is fine or absent)."""
     try:
-        data = json.loads((run_dir / STATUS_FILE).read_text())
+        with open_for_reading(run_dir / STATUS_FILE) as fh:
+            data = json.loads(fh.read())
     except FileNotFoundError:
         return {}, ""
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return {}, f"status.json is damaged ({type(exc).__name__})"
     if not isinstance(data, dict):
         return {}, "status.json is damaged (not an object)"
@@ -198,50 +283,75 @@ def _lines(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line.strip()]
 
 
+# How far back the tail is searched for the last step: far beyond any real run's lines after its
+# last step (an epoch's metrics and embedding), and a bound on what a hostile file costs a reader.
+TAIL_LIMIT = 64 << 20
+# A line of valid JSON with fields of the wrong type is damage too, never an exception.
+_BAD_FIELDS = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
 def scan_events(run_dir: Path, window: int = 65536) -> dict[str, Any]:
-    """The facts a state needs from events.jsonl, reading only its head and tail: total steps
-    (started), the last step, the final event, and how many lines are damaged."""
+    """The facts a state needs from events.jsonl: total steps (started, in its head), the last step
+    and the final event. The tail is read backwards in growing windows until a step is found (or
+    the file's start), so long lines before it (embeddings, a long reason) never hide it; how
+    many of the lines read are damaged."""
     out: dict[str, Any] = {"total": 0, "step": 0, "final": None, "damaged": 0}
-    path = run_dir / EVENTS_FILE
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(window)
+        with open_for_reading(run_dir / EVENTS_FILE) as fh:
             size = os.fstat(fh.fileno()).st_size
-            fh.seek(max(0, size - window))
-            tail = fh.read()
+            head = fh.read(window)
+            _scan_head(head[: head.rfind(b"\n") + 1], out)  # a line being written is not read
+            end = size
+            while end > 0 and not out["step"] and size - end + window <= TAIL_LIMIT:
+                start = max(0, end - window)
+                fh.seek(start)
+                data = fh.read(end - start)
+                if end == size:
+                    data = data[: data.rfind(b"\n") + 1]
+                cut = data.find(b"\n") + 1 if start > 0 else 0  # the first line may be cut: read it next time
+                if start > 0 and cut == 0:  # one line longer than the window: widen it
+                    window *= 2
+                    continue
+                _scan_tail(data[cut:], out)
+                end = start + cut
+                window *= 2
     except OSError:
         return out
-    if size > window:  # the tail's first line may be cut: drop it
-        tail = tail.split(b"\n", 1)[1] if b"\n" in tail else b""
-    def complete(data: bytes) -> bytes:  # a line being written is not read
-        return data[: data.rfind(b"\n") + 1]
+    return out
 
-    # A line of valid JSON with fields of the wrong type is damage too, never an exception.
-    bad_fields = (ValueError, KeyError, TypeError, AttributeError, OverflowError)
-    for line in _lines(complete(head))[:4]:
-        with contextlib.suppress(*bad_fields):
+
+def _scan_head(head: bytes, out: dict[str, Any]) -> None:
+    for line in _lines(head)[:4]:
+        with contextlib.suppress(*_BAD_FIELDS):
             first = json.loads(line)
             if first.get("kind") == "started":
                 out["total"] = int(first["epochs"]) * int(first["steps_per_epoch"])
-    for line in reversed(_lines(complete(tail))):
+
+
+def _scan_tail(data: bytes, out: dict[str, Any]) -> None:
+    """Lines from last to first until a step: the final event counts only after the last step."""
+    for line in reversed(_lines(data)):
         try:
             event = json.loads(line)
             kind = event["kind"]
             step = int(event.get("step", 0)) if kind in ("step", "cancelled") else 0
-        except bad_fields:
+        except _BAD_FIELDS:
             out["damaged"] += 1
             continue
-        if kind in ("done", "failed", "cancelled") and out["final"] is None and not out["step"]:
+        if kind in ("done", "failed", "cancelled") and out["final"] is None:
             out["final"] = event
-        if kind in ("step", "cancelled") and not out["step"]:
+        if kind in ("step", "cancelled"):
             out["step"] = step
-    return out
+            if step:
+                return
 
 
 def model_is_whole(path: Path) -> bool:
     """A safetensors file whose header and data are complete (nothing torch-related is loaded)."""
     from safetensors import SafetensorError, safe_open
 
+    if not os.path.isfile(path):  # a pipe or a folder: nothing to open (a pipe would block)
+        return False
     try:
         with safe_open(str(path), "np"):
             return True
@@ -251,43 +361,86 @@ def model_is_whole(path: Path) -> bool:
 
 def metrics_are_whole(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with open_for_reading(path) as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and all(k in data for k in ("RA", "UA", "TA", "MIA"))
 
 
+def as_text(value: Any, limit: int = 300) -> str:
+    """Any JSON value as one short line (a damaged file may put a list where a reason belongs)."""
+    text = value if isinstance(value, str) else "" if value is None else json.dumps(value)[:limit]
+    return " ".join(text.split())[:limit]
+
+
+def as_number(value: Any) -> float | None:
+    """A finite number, or None for anything else (text, a list, NaN, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def as_int(value: Any) -> int | None:
+    number = as_number(value)
+    return int(number) if number is not None and abs(number) < 2**62 else None
+
+
 def _exit_words(status: dict[str, Any]) -> str:
     if status.get("signal"):
-        return f"killed by {status['signal']}"
-    if status.get("exit_code") is not None:
-        return f"exit code {status['exit_code']}"
-    return status.get("reason") or "its worker is gone"
+        return f"killed by {as_text(status['signal'])}"
+    if as_int(status.get("exit_code")) is not None:
+        return f"exit code {as_int(status['exit_code'])}"
+    return as_text(status.get("reason")) or "its worker is gone"
+
+
+def _heartbeat(status: dict[str, Any]) -> tuple[bool, str]:
+    """Whether another host's worker is alive by its heartbeat, and a note when the heartbeat is
+    not to be trusted (not a number, or ahead of this machine's clock)."""
+    if status.get("host") in (None, host()) or status.get("state") not in LIVE:
+        return False, ""
+    beat = as_number(status.get("heartbeat"))
+    if beat is None:
+        return False, "its heartbeat is not a number"
+    age = time.time() - beat
+    if age < -HEARTBEAT_SECONDS:
+        return False, f"its heartbeat is {-age:.0f} s ahead of this machine's clock (not trusted)"
+    return age < 3 * HEARTBEAT_SECONDS, ""
+
+
+def _modified(run_dir: Path) -> float:
+    times = []
+    for name in (EVENTS_FILE, STATUS_FILE):
+        with contextlib.suppress(OSError):
+            times.append(os.stat(run_dir / name).st_mtime)
+    return max(times, default=0.0)
 
 
 def read_state(run_dir: str | Path) -> JobState:
     """The run's state from its files and its lock, never an exception: a damaged file is a state
-    (or a note in `detail`), not a crash."""
+    (or a note in `detail`), not a crash, whatever type any of its values has."""
     run_dir = Path(run_dir)
     status, status_problem = read_status(run_dir)
     ev = scan_events(run_dir)
     total, step = ev["total"], ev["step"]
-    updated = max([p.stat().st_mtime for p in (run_dir / EVENTS_FILE, run_dir / STATUS_FILE) if p.exists()],
-                  default=0.0)
-    base = dict(step=step, total=total, pid=status.get("pid"), host=status.get("host", ""),
-                device=status.get("device", ""), updated=updated)
+    state_word = as_text(status.get("state"))
+    base = dict(step=step, total=total, pid=as_int(status.get("pid")), host=as_text(status.get("host")),
+                device=as_text(status.get("device")), updated=_modified(run_dir))
     holder = read_holder(run_dir)
-    remote_alive = (status.get("host") not in (None, host()) and status.get("state") in LIVE
-                    and time.time() - float(status.get("heartbeat", 0)) < 3 * HEARTBEAT_SECONDS)
-    verdict = status.get("state") in ("done", "failed", "cancelled") and (
+    remote_alive, beat_note = _heartbeat(status)
+    verdict = state_word in ("done", "failed", "cancelled") and (
         ev["final"] is not None or (run_dir / "metrics.json").exists())
     if (holder is not None or remote_alive) and not verdict:  # (a verdict is final before the lock goes)
-        state = str(status["state"]) if status.get("state") in LIVE else "running"
+        state = state_word if state_word in LIVE else "running"
         if state == "queued" and ev["total"]:
             state = "running"
-        detail = status.get("note", "") if state == "queued" else ""
+        detail = as_text(status.get("note")) if state == "queued" else ""
         return JobState(state, detail or status_problem, **base)
-    note = "; ".join(filter(None, [status_problem, f"{ev['damaged']} damaged line(s) in events.jsonl"
+    note = "; ".join(filter(None, [status_problem, beat_note, f"{ev['damaged']} damaged line(s) in events.jsonl"
                                    if ev["damaged"] else ""]))
     metrics = run_dir / "metrics.json"
     model = run_dir / "model.safetensors"
@@ -297,16 +450,20 @@ def read_state(run_dir: str | Path) -> JobState:
         if model.exists() and not model_is_whole(model):
             return JobState("damaged", "model.safetensors is incomplete", **base)
         return JobState("done", "" if model.exists() else "model not kept", **base)
-    final = ev["final"] or {}
-    kind = final.get("kind") or status.get("state")
+    final = ev["final"] if isinstance(ev["final"], dict) else {}
+    kind = as_text(final.get("kind")) or state_word
     if kind == "failed":
-        return JobState("failed", str(final.get("reason") or status.get("reason") or "no reason recorded"), **base)
+        reason = as_text(final.get("reason")) or as_text(status.get("reason")) or "no reason recorded"
+        return JobState("failed", reason, **base)
     if kind == "cancelled":
-        at = final.get("step", status.get("step", step)) or 0
-        why = status.get("reason", "")
+        at = as_int(final["step"] if "step" in final else status.get("step", step)) or 0
+        why = as_text(status.get("reason"))
         detail = "before it started" if not at and not total else f"at step {at}"
         return JobState("cancelled", detail + (f" ({why})" if why else ""), **base)
     if kind == "done":  # a done without its files is never trusted
+        if model_is_whole(model):
+            return JobState("damaged", "metrics.json is missing; the model is whole (coun-lab eval --model "
+                            f"{model} measures it)", **base)
         return JobState("damaged", "the run says done but metrics.json is missing", **base)
     if not status and not ev["total"] and not (run_dir / "run.toml").exists():
         return JobState("damaged", "not a run directory (no run.toml)", **base)

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 
 from coun_tui.engine import UserError, checkpoint
 from coun_tui.engine.events import Done, Embedding, Event, Failed, to_json
-from coun_tui.engine.files import append_line, atomic_write
+from coun_tui.engine.files import append_line, atomic_write, open_append
 from coun_tui.engine.forget import ForgetSpec, Split, make_split
 from coun_tui.engine.records import LABELS_FILE, METRICS, Scores, read_labels, read_metrics
 from coun_tui.engine.reference import REFERENCE_FILE
@@ -90,7 +90,7 @@ def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None
     with atomic_write(out / "run.toml") as fh:
         fh.write(tomli_w.dumps(spec_to_dict(stored)).encode())
     prep.split.save(out / "split.npz")
-    with open(out / "events.jsonl", "wb", buffering=0) as log:
+    with open_append(out / "events.jsonl", truncate=True) as log:
         for event in run(prep, cancel):
             if isinstance(event, Done):
                 event = _save_results(prep, event, out)

@@ -22,11 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coun_tui.engine import UserError
 from coun_tui.engine.events import Cancelled, Event, Failed, to_json
 from coun_tui.engine.rundir import (
     CANCEL_FILE,
     EVENTS_FILE,
     HEARTBEAT_SECONDS,
+    RunLock,
     host,
     read_status,
     scan_events,
@@ -59,7 +61,6 @@ class CancelToken:
 def run_job(run_dir: str | Path, cancel: CancelFlag | None = None) -> str:
     """Run the job in run_dir (its run.toml) to the end; returns the final state
     (done, failed or cancelled), which events.jsonl and status.json also hold."""
-    from coun_tui.engine import UserError
     from coun_tui.engine.events import Step
     from coun_tui.engine.jobs import resolved_reference
     from coun_tui.engine.records import find_reference, read_spec
@@ -134,13 +135,23 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
 
     cancel_file = run_dir / CANCEL_FILE
     for sig in (signal.SIGTERM, signal.SIGINT):  # `kill PID` cancels cleanly
-        signal.signal(sig, lambda *_: cancel_file.touch())
+        signal.signal(sig, lambda *_: _ask_cancel(cancel_file))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     write_status(run_dir, supervisor=os.getpid(), pid=os.getpid(), host=host())
+    lock = RunLock(args.lock_fd)
+    with contextlib.suppress(OSError):  # the launcher that took the lock has usually exited by now
+        lock.set_holder(role="worker")
     ticket = Ticket.adopt(args.ticket, args.ticket_fd, args.device)
     try:
         queued = lambda ahead: write_status(run_dir, note=f"{ahead} ahead on {args.device}")  # noqa: E731
-        if not ticket.wait_turn(cancel_file.exists, queued):
+        try:
+            turn = ticket.wait_turn(cancel_file.exists, queued)
+        except (OSError, UserError) as exc:  # a queue slot or limit that is no file: the cause, not a death
+            reason = f"the {args.device} queue cannot be used: {exc}"
+            _append_event(run_dir, Failed(reason))
+            write_status(run_dir, state="failed", reason=reason, note="")
+            return 0
+        if not turn:
             _append_event(run_dir, Cancelled(0))
             write_status(run_dir, state="cancelled", note="", reason="")
             return 0
@@ -148,6 +159,8 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
         child = subprocess.Popen([sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--trainer"],
                                  pass_fds=(args.lock_fd, ticket.fd, ticket.slot_fd), stdin=subprocess.DEVNULL)
         write_status(run_dir, pid=child.pid)
+        with contextlib.suppress(OSError):
+            lock.set_holder(role="worker", trainer=child.pid)
         asked = None
         while child.poll() is None:
             if asked is None and cancel_file.exists():
@@ -164,10 +177,17 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
         os.close(args.lock_fd)
 
 
-def _append_event(run_dir: Path, event: Event) -> None:
-    from coun_tui.engine.files import append_line
+def _ask_cancel(cancel_file: Path) -> None:
+    from coun_tui.engine.files import atomic_write
 
-    with open(run_dir / EVENTS_FILE, "ab", buffering=0) as log:
+    with contextlib.suppress(OSError, UserError), atomic_write(cancel_file, "w") as fh:
+        fh.write(f"{os.getpid()} signal\n")
+
+
+def _append_event(run_dir: Path, event: Event) -> None:
+    from coun_tui.engine.files import append_line, open_append
+
+    with open_append(run_dir / EVENTS_FILE) as log:
         append_line(log, to_json(event))
 
 
