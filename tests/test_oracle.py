@@ -68,38 +68,62 @@ ARGS = ["--methods", "ft", "--forget-fraction", "0.1", "--population", "4", "--e
         "--set", "retrain.epochs=1", "--single-original", "--jobs", "2", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def oracle_dir(digits_model, tmp_path_factory):
-    """4 Retrains, 4 control Retrains and 4 FT runs of one epoch, through the jobs."""
+def run_cli(*args):
     from coun_tui.cli import main
 
-    out = tmp_path_factory.mktemp("oracle") / "o"
     with pytest.raises(SystemExit) as done:
-        main(["oracle", "--model", digits_model, *ARGS, "--out", str(out)])
-    assert done.value.code in (0, None)
+        main([str(a) for a in args])
+    return done.value.code
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A digits model of 1 epoch on a 300-image subset: its Retrains train on ~270 images."""
+    path = tmp_path_factory.mktemp("model") / "digits-300.safetensors"
+    assert run_cli("train", "--dataset", "digits", "--subset", 300, "--epochs", 1, "--device", "cpu",
+                   "--out", path) == 0
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def oracle_dir(small_model, tmp_path_factory):
+    """4 Retrains, 4 control Retrains and 4 FT runs of one epoch, through the jobs."""
+    out = tmp_path_factory.mktemp("oracle") / "o"
+    assert run_cli("oracle", "--model", small_model, *ARGS, "--out", out) == 0
     return out
 
 
-def test_oracle_scores_the_controls_in_order_and_resumes(oracle_dir, digits_model, cli, capsys):
+def test_originals_are_retrained_on_the_checkpoints_own_subset(small_model, tmp_path):
+    from coun_tui.engine.forget import ForgetSpec
+    from coun_tui.engine.oracle import Oracle
+
+    plan = Oracle(small_model, ["ft"], ForgetSpec(fraction=0.1), 4, tmp_path).runs()
+    originals = [spec for run_dir, spec in plan if run_dir.parent.name == "original"]
+    assert [s.seed for s in originals] == [0, 1, 2, 3] and {s.subset_seed for s in originals} == {0}
+    assert all(s.subset == 300 and s.model is None and not s.forget.fraction for s in originals)
+    assert [d.name for d, s in plan if d.parent.name == "retrain-control"][0] == "seed-100000"
+
+
+def test_oracle_scores_the_controls_in_order_and_resumes(oracle_dir, small_model, cli, capsys):
     capsys.readouterr()
     assert cli("oracle", "--show", oracle_dir, "--json") == 0
     result = json.loads(capsys.readouterr().out)
     rows = {r["group"]: r for r in result["rows"]}
     assert set(rows) == {"retrain-control", "original", "ft"} and all(r["n"] == 4 for r in rows.values())
     assert rows["retrain-control"]["F"] > rows["original"]["F"]
-    assert 0 <= rows["ft"]["F"] <= 1 and len(rows["ft"]["eps"]) == 144  # 10% of digits' 1,437 train images
-    assert [o["method"] for o in result["ranking"][0]["order"]] == ["FT"]
+    assert 0 <= rows["ft"]["F"] <= 1 and len(rows["ft"]["eps"]) == 30  # 10% of 300
+    assert [o["method"] for o in result["ranking"][0]["order"]] == ["ft"]
 
     members = sorted(p for p in oracle_dir.glob("*/seed-*"))
     stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in members}
-    assert cli("oracle", "--model", digits_model, *ARGS, "--out", oracle_dir) == 0
+    assert cli("oracle", "--model", small_model, *ARGS, "--out", oracle_dir) == 0
     out = capsys.readouterr()
     assert sorted(p for p in oracle_dir.glob("*/seed-*")) == members  # no new member
     assert all((p / "metrics.json").stat().st_mtime_ns == t for p, t in stamps.items())
-    assert "| retrain-control |" in out.out and "N = 4: FT" in out.out and "[1/" not in out.err
+    assert "| retrain-control |" in out.out and "N = 4: ft" in out.out and "[1/" not in out.err
 
 
-def test_damaged_member_is_named_left_out_and_counted(oracle_dir, digits_model, cli, capsys, tmp_path):
+def test_damaged_member_is_named_left_out_and_counted(oracle_dir, cli, capsys, tmp_path):
     copy = tmp_path / "o"
     shutil.copytree(oracle_dir, copy, ignore=shutil.ignore_patterns(".*", "*.lock"))
     victim = copy / "ft" / "seed-2"
@@ -109,17 +133,17 @@ def test_damaged_member_is_named_left_out_and_counted(oracle_dir, digits_model, 
     assert cli("oracle", "--show", copy) == 0
     out = capsys.readouterr().out
     assert "ft/seed-2" in out and "1 damaged" in out
-    assert "| FT | — |" in out  # 3 usable members: too few to score at N >= 4
+    assert "| ft | — |" in out  # 3 usable members: too few to score at N >= 4
 
 
-def test_bad_input_is_one_line_and_writes_nothing(digits_model, oracle_dir, cli, capsys, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(small_model, oracle_dir, cli, capsys, tmp_path):
     out = tmp_path / "new"
-    assert cli("oracle", "--model", digits_model, *ARGS[:4], "--population", "3", "--out", out) == 2
+    assert cli("oracle", "--model", small_model, *ARGS[:4], "--population", "3", "--out", out) == 2
     assert "--population 3" in capsys.readouterr().err and not out.exists()
     # A population made with another recipe is refused when reused, before anything runs.
     before = sorted(p.name for p in oracle_dir.rglob("*"))
     args = [a if a != "retrain.epochs=1" else "retrain.epochs=2" for a in ARGS]
-    assert cli("oracle", "--model", digits_model, *args, "--out", oracle_dir) == 2
+    assert cli("oracle", "--model", small_model, *args, "--out", oracle_dir) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "retrain" in err and "epochs" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in oracle_dir.rglob("*")) == before

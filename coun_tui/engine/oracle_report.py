@@ -20,7 +20,6 @@ from coun_tui.engine import UserError
 from coun_tui.engine.files import atomic_write
 from coun_tui.engine.oracle import CONTROL, ORIGINAL, REFERENCE, Oracle, Outputs, Population, collect
 from coun_tui.engine.oracle_scores import MIN_POPULATION, score
-from coun_tui.engine.records import method_label
 
 SCORES_FILE = "oracle-scores.json"
 TABLE_FILE = "oracle.md"
@@ -34,21 +33,24 @@ def population_sizes(n: int) -> list[int]:
     return sorted({s for s in sizes if s < n} | {n}) if n >= MIN_POPULATION else []
 
 
-def row_name(group: str) -> str:
-    return group if group in (CONTROL, ORIGINAL) else method_label(group, False)
-
-
 def _stack(pop: Population, n: int) -> tuple[np.ndarray, float, float]:
     members = pop.members[:n]
     return (np.stack([m.margins for m in members]), float(np.mean([m.ra for m in members])),
             float(np.mean([m.ta for m in members])))
 
 
-def score_group(pop: Population, reference: Population, n: int) -> dict[str, Any]:
-    """One population's scores against the first n Retrains, from its first n members."""
+def score_group(pop: Population, reference: Population, n: int,
+                memo: dict[tuple[str, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One population's scores against the first n Retrains, from its first n members (kept in
+    `memo`, so the ranking at the full N reuses the table's scores)."""
+    if memo is not None and (pop.group, n) in memo:
+        return memo[(pop.group, n)]
     u, ra_u, ta_u = _stack(pop, n)
     r, ra_r, ta_r = _stack(reference, n)
-    return {**score(u, r, (ra_u, ra_r), (ta_u, ta_r)), "RA": ra_u, "TA": ta_u}
+    result = {**score(u, r, (ra_u, ra_r), (ta_u, ta_r)), "RA": ra_u, "TA": ta_u}
+    if memo is not None:
+        memo[(pop.group, n)] = result
+    return result
 
 
 def _fingerprint(pops: list[Population]) -> str:
@@ -78,20 +80,21 @@ def build(oracle: Oracle, device: str = "cpu") -> dict[str, Any]:
                 return dict(old)
         except (OSError, ValueError):
             pass  # scored again below
-    rows = []
+    rows: list[dict[str, Any]] = []
+    memo: dict[tuple[str, int], dict[str, Any]] = {}
     for pop in pops[1:]:
         n = min(len(pop.members), len(reference.members))
-        row: dict[str, Any] = {"method": row_name(pop.group), "group": pop.group, "n": n,
+        row: dict[str, Any] = {"method": pop.group, "group": pop.group, "n": n,
                                "damaged": [f"{p}: {why}" for p, why in pop.damaged], "missing": pop.missing,
                                "note": pop.note}
         if n >= MIN_POPULATION:
-            row.update(score_group(pop, reference, n))
+            row.update(score_group(pop, reference, n, memo))
         rows.append(row)
     result = {"settings": oracle.settings(), "reference": {
         "n": len(reference.members), "damaged": [f"{p}: {why}" for p, why in reference.damaged],
         "missing": reference.missing, "RA": _stack(reference, len(reference.members))[1],
         "TA": _stack(reference, len(reference.members))[2]},
-        "rows": rows, "ranking": ranking(pops), "fingerprint": key}
+        "rows": rows, "ranking": ranking(pops, memo), "fingerprint": key}
     with atomic_write(saved, "w") as fh:
         json.dump(result, fh, indent=1)
     with atomic_write(oracle.out / TABLE_FILE, "w") as fh:
@@ -99,7 +102,8 @@ def build(oracle: Oracle, device: str = "cpu") -> dict[str, Any]:
     return result
 
 
-def ranking(pops: list[Population]) -> list[dict[str, Any]]:
+def ranking(pops: list[Population], memo: dict[tuple[str, int], dict[str, Any]] | None = None,
+            ) -> list[dict[str, Any]]:
     """The methods ranked by the final score at each population size 4, 8, 16, ... up to N (the
     first members of each population), to see whether a cheaper oracle ranks them the same."""
     reference = pops[0]
@@ -109,7 +113,7 @@ def ranking(pops: list[Population]) -> list[dict[str, Any]]:
     top = min([len(reference.members), *(len(p.members) for p in methods)])
     out = []
     for n in population_sizes(top):
-        scored = [(row_name(p.group), score_group(p, reference, n)) for p in methods]
+        scored = [(p.group, score_group(p, reference, n, memo)) for p in methods]
         scored.sort(key=lambda item: -item[1]["score"])
         out.append({"n": n, "order": [{"method": name, "score": s["score"], "F": s["F"]} for name, s in scored]})
     return out
