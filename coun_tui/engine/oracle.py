@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from coun_tui.engine import UserError, checkpoint
+from coun_tui.engine import data as data_mod
 from coun_tui.engine.events import Event
 from coun_tui.engine.files import atomic_write
-from coun_tui.engine.forget import ForgetSpec
+from coun_tui.engine.forget import ForgetSpec, Split, make_split
 from coun_tui.engine.methods import check_hparams
 from coun_tui.engine.methods import get as get_method
-from coun_tui.engine.oracle_scores import MIN_POPULATION
+from coun_tui.engine.metrics import accuracy
+from coun_tui.engine.oracle_scores import MIN_POPULATION, margins
 from coun_tui.engine.records import read_metrics, read_spec
-from coun_tui.engine.runner import RunSpec
+from coun_tui.engine.runner import RunSpec, load_source, resolve_device, test_rows
 from coun_tui.engine.sweep import run_plan
 
 if TYPE_CHECKING:
@@ -202,14 +205,9 @@ def execute(oracle: Oracle, cancel: CancelFlag | None = None, on_start: Callable
     yield from run_plan(kept, cancel, on_start, jobs, backend=backend, on_checked=oracle.save_settings)
 
 
-def _margins_of(model_path: Path, forget_idx: np.ndarray, data: Any, with_accuracy: tuple[np.ndarray, np.ndarray]
-                | None) -> tuple[np.ndarray, float, float]:
+def _margins_of(model_path: Path, forget_idx: np.ndarray, data: data_mod.DeviceData,
+                with_accuracy: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, float, float]:
     """One fp32 forward pass of a saved model over the forget set (and, for an original, RA and TA)."""
-    import torch
-
-    from coun_tui.engine.metrics import accuracy
-    from coun_tui.engine.oracle_scores import margins
-
     model, _ = checkpoint.load(model_path, data.train_x.device)
     model.eval()
 
@@ -233,15 +231,11 @@ class Outputs:
 
     def __init__(self, oracle: Oracle, device: str = "cpu"):
         self.oracle, self.device = oracle, device
-        self._data: tuple[Any, Any] | None = None
+        self._data: tuple[data_mod.DeviceData, Split] | None = None
 
-    def data(self) -> tuple[Any, Any]:
+    def data(self) -> tuple[data_mod.DeviceData, Split]:
         """(the device data, the split) of the given model's dataset, loaded once."""
         if self._data is None:
-            from coun_tui.engine import data as data_mod
-            from coun_tui.engine.forget import make_split
-            from coun_tui.engine.runner import load_source, resolve_device
-
             spec = RunSpec(model=self.oracle.model, dataset=self.oracle.dataset, data_root=self.oracle.data_root)
             _, meta, dataset = load_source(spec)
             split = make_split(self.oracle.forget, dataset.train_y.numpy())
@@ -266,8 +260,6 @@ class Outputs:
         is_original = run_dir.parent.name == ORIGINAL or run_dir.name == GIVEN_ORIGINAL
         accuracy_rows = None
         if is_original:
-            from coun_tui.engine.runner import test_rows
-
             accuracy_rows = (split.retain, test_rows(data.test_y.cpu(), self.oracle.forget))
         margins, ra, ta = _margins_of(model_path, split.forget, data, accuracy_rows)
         if not is_original:
@@ -280,9 +272,6 @@ class Outputs:
 
     def _forget_indices(self) -> np.ndarray:
         if not hasattr(self, "_forget"):
-            from coun_tui.engine import data as data_mod
-            from coun_tui.engine.forget import make_split
-
             meta = self.oracle.meta()
             name = self.oracle.dataset or meta["dataset"]
             labels = data_mod.load(name, self.oracle.data_root, meta.get("subset"),
@@ -308,7 +297,7 @@ def collect(oracle: Oracle, outputs: Outputs) -> list[Population]:
     for group in oracle.groups():
         members, damaged, missing = [], [], 0
         planned = oracle.members(group)
-        note = ""
+        note = "models trained again with Retrain's recipe on the full train split" if group == ORIGINAL else ""
         if group == ORIGINAL and not planned:
             given = outputs.member(oracle.out / GIVEN_ORIGINAL, Path(oracle.model))
             members = [given] * oracle.population

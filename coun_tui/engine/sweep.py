@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,21 +213,23 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
 
     `backend` (engine/backends.py; default local): one that schedules runs itself (Ray) gets every
     run at once, each method chained to its Retrain, and `jobs` does not apply."""
-    yield from run_plan(sweep.runs(), cancel, on_start, jobs, poll, backend,
-                        reuse=lambda run_dir, spec: reuse_finished(sweep, run_dir, spec),
-                        on_finished=lambda: write_tables(sweep))
-    write_tables(sweep)
+    completed = yield from run_plan(sweep.runs(), cancel, on_start, jobs, poll, backend,
+                                    reuse=lambda run_dir, spec: reuse_finished(sweep, run_dir, spec),
+                                    on_finished=lambda: write_tables(sweep))
+    if completed:  # a cancelled sweep's tables hold only the runs it finished (written as they did)
+        write_tables(sweep)
 
 
 def run_plan(plan: list[tuple[Path, RunSpec]], cancel: CancelFlag | None = None,
              on_start: Callable[[int, int, Path], None] | None = None, jobs: int = 1, poll: float = 0.2,
              backend: Backend | None = None, reuse: Callable[[Path, RunSpec], bool] | None = None,
              on_finished: Callable[[], Any] | None = None,
-             on_checked: Callable[[], Any] | None = None) -> Iterator[tuple[Path, Event]]:
+             on_checked: Callable[[], Any] | None = None) -> Generator[tuple[Path, Event], None, bool]:
     """The jobs of `execute`, for any plan of (run directory, spec): finished runs are kept (and
     refused if made with other settings), the rest launched; `reuse` may fill a run directory
     from elsewhere instead (True if it did), `on_finished` is called after each finished run and
-    `on_checked` once every run has passed its checks, before anything is written."""
+    `on_checked` once every run has passed its checks, before anything is written. Returns False
+    if it was cancelled."""
     from coun_tui.engine import jobs as job_api
     from coun_tui.engine.backends import LocalBackend
     from coun_tui.engine.rundir import read_holder, read_state
@@ -266,7 +268,7 @@ def run_plan(plan: list[tuple[Path, RunSpec]], cancel: CancelFlag | None = None,
                     job_api.wait(run_dir)
                     for event in follower.read():
                         yield run_dir, event
-                return  # the tables hold what finished before
+                return False  # the tables hold what finished before
             for run_dir, spec in list(todo):
                 if len(running) >= jobs and not backend.schedules:
                     break
@@ -306,6 +308,7 @@ def run_plan(plan: list[tuple[Path, RunSpec]], cancel: CancelFlag | None = None,
         for run_dir in running:
             job_api.cancel(run_dir)
         raise
+    return True
 
 
 # What does not change a run's results: where it ran, where files sit, its reference (always the
