@@ -62,6 +62,7 @@ def oracle(model: str | None = typer.Option(None, "--model", help="checkpoint ev
     from coun_tui.engine import backends
     from coun_tui.engine.events import Done, Failed
     from coun_tui.engine.forget import ForgetSpec, parse_classes
+    from coun_tui.engine.methods import get as get_method
     from coun_tui.engine.oracle import Oracle, execute
 
     names = method_names(methods)
@@ -73,8 +74,9 @@ def oracle(model: str | None = typer.Option(None, "--model", help="checkpoint ev
         from coun_tui.engine.sweep import picks as best_points
 
         hparams.update(best_points(Sweep.from_file(picks)))
-    if epochs is not None:
-        hparams.setdefault("*", {})["epochs"] = typed_value("--epochs", "epochs", str(epochs))
+    if epochs is not None:  # above a search's picks, beneath a --set for one method
+        for name in names:
+            hparams.setdefault(get_method(name).name, {})["epochs"] = typed_value("--epochs", "epochs", str(epochs))
     for item in sets:
         method, name, value = method_key_value("--set", item, [*names, "retrain"])
         hparams.setdefault(method, {})[name] = typed_value("--set", name, value)
