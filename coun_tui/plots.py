@@ -1,10 +1,12 @@
-"""Plots of sweep results along a grid axis: plotext in the terminal, matplotlib for a PNG.
+"""Plots of sweep results along a grid axis, and of the oracle's per-example epsilon: plotext in
+the terminal, matplotlib for a PNG.
 
 Series come from engine.sweep.curves: name -> points sorted along the axis, each a table row.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +91,69 @@ def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# The oracle's per-example epsilon (engine/oracle_report.py rows) -----------------------------
+
+def epsilon_bins(eps: list[float], n_models: int) -> tuple[list[str], list[int]]:
+    """Counts in the competition's bins of 0.5 (an example in bin k earns 2^-k points), the last
+    one holding every epsilon at or beyond ceil(ln(N - 1)), which earns none."""
+    top = math.ceil(math.log(n_models - 1))
+    edges = [0.5 * k for k in range(int(2 * top) + 1)]
+    labels = [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">={top}"]
+    counts = [0] * len(labels)
+    for e in eps:
+        counts[min(int(e / 0.5), len(labels) - 1)] += 1
+    return labels, counts
+
+
+def _eps_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("eps")]
+
+
+def epsilon_terminal(rows: list[dict[str, Any]], title: str, width: int = 100, height: int = 20) -> str:
+    """Share of forget examples per epsilon bin, one bar series per row, as terminal text."""
+    import plotext as plt
+
+    rows = _eps_rows(rows)
+    if not rows:
+        return ""
+    _fresh_figure(plt)
+    plt.plot_size(width, height)
+    plt.theme("clear")
+    labels = epsilon_bins(rows[0]["eps"], rows[0]["n"])[0]
+    shares = [[c / len(r["eps"]) for c in epsilon_bins(r["eps"], r["n"])[1]] for r in rows]
+    plt.multiple_bar(labels, shares, labels=[r["method"] for r in rows])
+    plt.title("share of forget examples per epsilon bin")
+    plt.xlabel("per-example epsilon (lower: closer to Retrain)")
+    text = plt.build()
+    _fresh_figure(plt)
+    return f"{title}\n{text}"
+
+
+def epsilon_png(rows: list[dict[str, Any]], title: str, path: Path) -> bool:
+    """The same histogram as a PNG; False (nothing written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _eps_rows(rows)
+    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
+    width = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        labels, counts = epsilon_bins(r["eps"], r["n"])
+        xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(labels))]
+        ax.bar(xs, [c / len(r["eps"]) for c in counts], width, label=f"{r['method']} (F {r['F']:.2f})")
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("per-example epsilon (lower: closer to Retrain)")
+    ax.set_ylabel("share of forget examples")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

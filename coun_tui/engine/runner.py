@@ -41,6 +41,7 @@ class RunSpec:
     dataset: str | None = None  # default: the checkpoint's own dataset
     data_root: str | None = None
     subset: int | None = None  # only when training a new model; a checkpoint records its own
+    subset_seed: int | None = None  # the subset's draw when training a new model (default: seed)
     forget: ForgetSpec = field(default_factory=ForgetSpec)
     cl: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
@@ -132,7 +133,7 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
     else:
         if not spec.dataset:
             raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
-        dataset = data_mod.load(spec.dataset, spec.data_root, spec.subset, spec.seed)
+        dataset = data_mod.load(spec.dataset, spec.data_root, spec.subset, _subset_seed(spec))
         mean, std = dataset.channel_stats()
         meta = {"arch": "resnet18", "stem": "cifar", "in_channels": dataset.in_channels,
                 "num_classes": len(dataset.classes), "dataset": dataset.name, "subset": dataset.subset,
@@ -141,6 +142,12 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
         model = None
     meta["classes"] = dataset.classes
     return model, meta, dataset
+
+
+def _subset_seed(spec: RunSpec) -> int:
+    """A new model's subset is drawn with its own seed, unless the spec keeps one subset for many
+    seeds (a population of originals retrained like a shipped subset model)."""
+    return spec.seed if spec.subset_seed is None else spec.subset_seed
 
 
 def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
@@ -217,7 +224,7 @@ def check(spec: RunSpec) -> str:
         checkpoint.resolve_normalisation(meta, str(name), spec.mean, spec.std)
         key = (name, spec.data_root, meta.get("subset"), meta.get("subset_seed") or 0)
     elif name:
-        key = (name, spec.data_root, spec.subset, spec.seed)
+        key = (name, spec.data_root, spec.subset, _subset_seed(spec))
     else:
         raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
     labels, n_test = _labels(*key)

@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,13 +213,29 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
 
     `backend` (engine/backends.py; default local): one that schedules runs itself (Ray) gets every
     run at once, each method chained to its Retrain, and `jobs` does not apply."""
+    completed = yield from run_plan(sweep.runs(), cancel, on_start, jobs, poll, backend,
+                                    reuse=lambda run_dir, spec: reuse_finished(sweep, run_dir, spec),
+                                    on_finished=lambda: write_tables(sweep))
+    if completed:  # a cancelled sweep's tables hold only the runs it finished (written as they did)
+        write_tables(sweep)
+
+
+def run_plan(plan: list[tuple[Path, RunSpec]], cancel: CancelFlag | None = None,
+             on_start: Callable[[int, int, Path], None] | None = None, jobs: int = 1, poll: float = 0.2,
+             backend: Backend | None = None, reuse: Callable[[Path, RunSpec], bool] | None = None,
+             on_finished: Callable[[], Any] | None = None,
+             on_checked: Callable[[], Any] | None = None) -> Generator[tuple[Path, Event], None, bool]:
+    """The jobs of `execute`, for any plan of (run directory, spec): finished runs are kept (and
+    refused if made with other settings), the rest launched; `reuse` may fill a run directory
+    from elsewhere instead (True if it did), `on_finished` is called after each finished run and
+    `on_checked` once every run has passed its checks, before anything is written. Returns False
+    if it was cancelled."""
     from coun_tui.engine import jobs as job_api
     from coun_tui.engine.backends import LocalBackend
     from coun_tui.engine.rundir import read_holder, read_state
 
     backend = backend or LocalBackend()
-
-    plan = sweep.runs()
+    finished = on_finished or (lambda: None)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: run at least 1 job at once")
     todo = []
@@ -239,6 +255,8 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
 
             raise UserError(f"{run_dir} is being written by {describe_holder(holder)}; wait for that sweep "
                             "to finish, or give another --out")
+    if on_checked is not None:
+        on_checked()
     running: dict[Path, job_api.Follower] = {}
     index = {run_dir: i for i, (run_dir, _) in enumerate(plan)}
     try:
@@ -250,7 +268,7 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
                     job_api.wait(run_dir)
                     for event in follower.read():
                         yield run_dir, event
-                return  # the tables hold what finished before
+                return False  # the tables hold what finished before
             for run_dir, spec in list(todo):
                 if len(running) >= jobs and not backend.schedules:
                     break
@@ -267,11 +285,8 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
                 todo.remove((run_dir, spec))
                 if on_start:
                     on_start(index[run_dir], len(plan), run_dir)
-                if find_reusable(sweep, run_dir, spec) is not None:
-                    if run_dir.exists():
-                        shutil.rmtree(run_dir)  # a half-finished run nobody writes (checked above)
-                    reuse_finished(sweep, run_dir, spec)
-                    write_tables(sweep)
+                if reuse is not None and reuse(run_dir, spec):
+                    finished()
                     continue
                 running[run_dir] = job_api.Follower(backend.launch(spec, run_dir, after=after,
                                                                          checked=devices[run_dir]))
@@ -286,14 +301,14 @@ def execute(sweep: Sweep, cancel: CancelFlag | None = None, on_start: Callable[[
                         yield run_dir, event
                     del running[run_dir]
                     if (run_dir / "metrics.json").is_file():
-                        write_tables(sweep)  # so a stopped sweep's tables show every run it finished
+                        finished()  # so a stopped sweep's tables show every run it finished
             if quiet:
                 time.sleep(poll)
     except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C, or the caller stopped: no orphans
         for run_dir in running:
             job_api.cancel(run_dir)
         raise
-    write_tables(sweep)
+    return True
 
 
 # What does not change a run's results: where it ran, where files sit, its reference (always the
@@ -352,6 +367,9 @@ def reuse_finished(sweep: Sweep, run_dir: Path, spec: RunSpec) -> bool:
     if found is None:
         return False
     from coun_tui.engine.jobs import stored_reference
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a half-finished run nobody writes (execute checked)
 
     shutil.copytree(found, run_dir, ignore=shutil.ignore_patterns(".*"))
     with atomic_write(run_dir / "run.toml") as fh:
