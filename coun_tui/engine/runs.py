@@ -23,6 +23,7 @@ from coun_tui.engine.records import LABELS_FILE, METRICS, Scores, read_labels, r
 from coun_tui.engine.reference import REFERENCE_FILE
 from coun_tui.engine.runner import CancelFlag, Prepared, RunSpec, run
 from coun_tui.engine.schema import parse_data
+from coun_tui.engine.trackers import open_feed
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -33,6 +34,8 @@ def write_json(path: Path, obj: Any) -> None:
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
     d = dataclasses.asdict(spec)
     d["forget"] = spec.forget.to_dict()
+    if not d["log"]:  # a run without trackers keeps the run.toml it always had
+        del d["log"]
     out: dict[str, Any] = _drop_none(d)
     return out
 
@@ -90,17 +93,22 @@ def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None
     with atomic_write(out / "run.toml") as fh:
         fh.write(tomli_w.dumps(spec_to_dict(stored)).encode())
     prep.split.save(out / "split.npz")
-    with open(out / "events.jsonl", "wb", buffering=0) as log:
-        for event in run(prep, cancel):
-            if isinstance(event, Done):
-                event = _save_results(prep, event, out)
-            elif isinstance(event, Embedding) and event.features is not None:
-                with contextlib.suppress(OSError):  # only t-SNE of a reopened run needs it
-                    write_features(out, event.features)
-            append_line(log, to_json(event))
-            yield event
-            if isinstance(event, Failed):
-                return
+    trackers = open_feed(prep, out)  # fed here, where the run trains: no client needs to follow it
+    try:
+        with open(out / "events.jsonl", "wb", buffering=0) as log:
+            for event in run(prep, cancel):
+                if isinstance(event, Done):
+                    event = _save_results(prep, event, out)
+                elif isinstance(event, Embedding) and event.features is not None:
+                    with contextlib.suppress(OSError):  # only t-SNE of a reopened run needs it
+                        write_features(out, event.features)
+                append_line(log, to_json(event))
+                trackers(event)
+                yield event
+                if isinstance(event, Failed):
+                    return
+    finally:
+        trackers.close()
 
 
 def _save_results(prep: Prepared, done: Done, out: Path) -> Done | Failed:
