@@ -136,11 +136,11 @@ def scalars_of(event: Event) -> tuple[dict[str, float], int] | None:
         return _finite(values), event.epoch
     if isinstance(event, Done):
         m = event.metrics
-        values = {f"final/{k}": v for k, v in m.items() if k not in ("gap", "avg_gap")}
-        values.update({f"final/gap_{k}": v for k, v in (m.get("gap") or {}).items()})
-        values.update({"final/avg_gap": m.get("avg_gap"), "final/pflops": event.flops / 1e15,
-                       "final/seconds": event.seconds})
-        return _finite(values), 0
+        final: dict[str, Any] = {f"final/{k}": v for k, v in m.items() if k not in ("gap", "avg_gap")}
+        final.update({f"final/gap_{k}": v for k, v in (m.get("gap") or {}).items()})
+        final.update({"final/avg_gap": m.get("avg_gap"), "final/pflops": event.flops / 1e15,
+                      "final/seconds": event.seconds})
+        return _finite(final), 0
     return None
 
 
@@ -226,10 +226,13 @@ class TensorBoardTracker:
         from torch.utils.tensorboard.summary import hparams
 
         self.writer = SummaryWriter(log_dir=str(folder))
+        assert self.writer.file_writer is not None  # the writer opens its file when created
+        self.events: Any = self.writer.file_writer
         params = run_params(prep)
-        experiment, start, self._end = hparams(params, {k: 0.0 for k in self.FINAL})
+        experiment, start, end = hparams(params, {k: 0.0 for k in self.FINAL})
+        self._end: Any = end
         for summary in (experiment, start):
-            self.writer.file_writer.add_summary(summary)
+            self.events.add_summary(summary)
         self.writer.add_text("forget set", f"{params['forget']}: {params['n_forget']} samples forgotten, "
                              f"{params['n_retain']} retained")
 
@@ -239,7 +242,7 @@ class TensorBoardTracker:
 
     def end(self, state: str, files: list[Path]) -> None:
         self.writer.add_text("state", state)
-        self.writer.file_writer.add_summary(self._end)
+        self.events.add_summary(self._end)
         self.writer.close()
 
 
