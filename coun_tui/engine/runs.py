@@ -23,7 +23,7 @@ from coun_tui.engine.records import LABELS_FILE, METRICS, Scores, read_labels, r
 from coun_tui.engine.reference import REFERENCE_FILE
 from coun_tui.engine.runner import CancelFlag, Prepared, RunSpec, run
 from coun_tui.engine.schema import parse_data
-from coun_tui.engine.trackers import open_feed
+from coun_tui.engine.trackers import Params, open_feed
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -93,7 +93,8 @@ def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None
     with atomic_write(out / "run.toml") as fh:
         fh.write(tomli_w.dumps(spec_to_dict(stored)).encode())
     prep.split.save(out / "split.npz")
-    trackers = open_feed(prep, out)  # fed here, where the run trains: no client needs to follow it
+    # Trackers are fed here, where the run trains: a job logs to them with no client following it.
+    trackers = open_feed(prep.spec.log, tracked_params(prep), out)
     try:
         with open(out / "events.jsonl", "wb", buffering=0) as log:
             for event in run(prep, cancel):
@@ -109,6 +110,20 @@ def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None
                     return
     finally:
         trackers.close()
+
+
+def tracked_params(prep: Prepared) -> Params:
+    """What the trackers record of a run's settings: its hyperparameters, method, forget set, ..."""
+    spec = prep.spec
+    params: Params = {
+        "method": prep.method.name, "cl": bool(prep.use_cl and not prep.method.always_cl),
+        "dataset": prep.dataset.name, "seed": spec.seed, "forget": spec.forget.describe(prep.dataset.classes),
+        "n_forget": len(prep.split.forget), "n_retain": len(prep.split.retain),
+        "model": Path(spec.model).name if spec.model else "", "reference": spec.reference or "",
+        "device": str(prep.device)}
+    for key, value in prep.hparams.items():
+        params[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+    return params
 
 
 def _save_results(prep: Prepared, done: Done, out: Path) -> Done | Failed:

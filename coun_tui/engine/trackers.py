@@ -25,13 +25,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from coun_tui.engine import UserError
 from coun_tui.engine.events import Done, EpochMetrics, Event, Failed, Step
-
-if TYPE_CHECKING:
-    from coun_tui.engine.runner import Prepared
 
 KINDS = ("tensorboard", "mlflow")
 LIBRARY = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # the module each needs
@@ -41,6 +38,7 @@ MLFLOW_DEFAULT = "mlflow.db"  # MLflow's own default store: a SQLite file in the
 MLFLOW_EXPERIMENT = "coun-lab"
 ARTIFACTS = ("model.safetensors", "metrics.json")
 Warn = Callable[[str], None]
+Params = dict[str, str | int | float | bool]  # a run's hyperparameters and settings, as plain values
 
 
 def warn_on_stderr(message: str) -> None:
@@ -104,21 +102,6 @@ def run_name(run_dir: Path) -> str:
 
 
 # --- what is logged, the same for every tracker -----------------------------------------------
-
-
-def run_params(prep: Prepared) -> dict[str, str | int | float | bool]:
-    """The hyperparameters and the run's settings, as plain values (strings where not a number)."""
-    spec = prep.spec
-    params: dict[str, str | int | float | bool] = {
-        "method": prep.method.name, "cl": bool(prep.use_cl and not prep.method.always_cl),
-        "dataset": prep.dataset.name, "seed": spec.seed,
-        "forget": spec.forget.describe(prep.dataset.classes),
-        "n_forget": len(prep.split.forget), "n_retain": len(prep.split.retain),
-        "model": Path(spec.model).name if spec.model else "", "reference": spec.reference or "",
-        "device": str(prep.device)}
-    for key, value in prep.hparams.items():
-        params[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-    return params
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float]:
@@ -188,13 +171,14 @@ class Feed:
                 self.warn(f"{tracker.kind} logging stopped: {type(exc).__name__}: {exc}")
 
 
-def open_feed(prep: Prepared, run_dir: Path, warn: Warn = warn_on_stderr) -> Feed:
-    """The trackers the run's spec names, started; those that cannot start are warned about."""
+def open_feed(targets: list[str], params: Params, run_dir: Path, warn: Warn = warn_on_stderr) -> Feed:
+    """The trackers named (as parse_target writes them), started with the run's parameters; those
+    that cannot start are warned about."""
     trackers: list[Tracker] = []
-    for target in prep.spec.log:
+    for target in targets:
         kind, _, where = target.partition(":")
         try:
-            trackers.append(_start(kind, where, prep, Path(run_dir)))
+            trackers.append(_start(kind, where, params, Path(run_dir)))
         except ImportError:
             warn(missing_text(kind))
         except Exception as exc:  # noqa: BLE001 - a tracker never fails the run
@@ -202,12 +186,12 @@ def open_feed(prep: Prepared, run_dir: Path, warn: Warn = warn_on_stderr) -> Fee
     return Feed(trackers, run_dir, warn)
 
 
-def _start(kind: str, where: str, prep: Prepared, run_dir: Path) -> Tracker:
+def _start(kind: str, where: str, params: Params, run_dir: Path) -> Tracker:
     if kind == "tensorboard":
         folder = Path(where) / run_name(run_dir) if where else run_dir / TENSORBOARD_FOLDER
-        return TensorBoardTracker(folder, prep)
+        return TensorBoardTracker(folder, params)
     if kind == "mlflow":
-        return MlflowTracker(where or mlflow_uri(""), run_name(run_dir), prep, run_dir)
+        return MlflowTracker(where or mlflow_uri(""), run_name(run_dir), params, run_dir)
     raise UserError(f"unknown tracker {kind!r}; use tensorboard or mlflow")
 
 
@@ -221,14 +205,13 @@ class TensorBoardTracker:
     kind = "tensorboard"
     FINAL = ("final/RA", "final/UA", "final/TA", "final/MIA", "final/avg_gap")
 
-    def __init__(self, folder: Path, prep: Prepared):
+    def __init__(self, folder: Path, params: Params):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         self.writer = SummaryWriter(log_dir=str(folder))
         assert self.writer.file_writer is not None  # the writer opens its file when created
         self.events: Any = self.writer.file_writer
-        params = run_params(prep)
         experiment, start, end = hparams(params, {k: 0.0 for k in self.FINAL})
         self._end: Any = end
         for summary in (experiment, start):
@@ -254,7 +237,7 @@ class MlflowTracker:
     kind = "mlflow"
     STATUS = {"done": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "died": "FAILED"}
 
-    def __init__(self, uri: str, name: str, prep: Prepared, run_dir: Path):
+    def __init__(self, uri: str, name: str, params: Params, run_dir: Path):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -263,9 +246,9 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(MLFLOW_EXPERIMENT)
         experiment = found.experiment_id if found else self.client.create_experiment(MLFLOW_EXPERIMENT)
-        tags = {"coun_lab.run_dir": str(Path(run_dir).resolve()), "coun_lab.method": prep.method.name}
+        tags = {"coun_lab.run_dir": str(Path(run_dir).resolve()), "coun_lab.method": str(params.get("method"))}
         self.run_id: str = self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in run_params(prep).items()])
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self._pending: list[Any] = []
 
     def scalars(self, values: dict[str, float], step: int) -> None:
