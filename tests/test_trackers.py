@@ -137,3 +137,16 @@ def test_a_sweep_gives_its_trackers_to_every_run(digits_model, tmp_path):
 
     plan = Sweep(digits_model, ["coun", "ft"], [ForgetSpec(classes=[3])], [0], tmp_path, log=["tensorboard"])
     assert [spec.log for _, spec in plan.runs()] == [["tensorboard"]] * 3
+
+
+def test_a_runs_tensorboard_folder_belongs_to_it_and_a_retry_starts_it_afresh(tmp_path):
+    from coun_tui.engine.rundir import check_out_dir, clear_for_writing
+
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "events.out.tfevents.1").write_bytes(b"an earlier attempt")
+    (run / "run.toml").write_text('method = "ft"\n')
+    (run / "labels.json").write_text("{}")
+    assert check_out_dir(run) == run  # an unfinished run with its logs may be written again
+    clear_for_writing(run)
+    assert sorted(p.name for p in run.iterdir()) == ["labels.json"]

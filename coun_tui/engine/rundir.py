@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ CANCEL_FILE = "cancel"  # its presence asks the worker to stop (checked every tr
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "worker.log"  # the worker's stdout and stderr
+TENSORBOARD_DIR = "tensorboard"  # the run's TensorBoard logs (--log tensorboard), a folder
 RUN_FILES = {"run.toml", "split.npz", EVENTS_FILE, STATUS_FILE, "metrics.json", "model.safetensors",
-             "embedding.npy", "reference.npz", "labels.json", LOG_FILE, LOCK_FILE, CANCEL_FILE}
+             "embedding.npy", "reference.npz", "labels.json", LOG_FILE, LOCK_FILE, CANCEL_FILE, TENSORBOARD_DIR}
 LIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled", "died", "damaged")
 HEARTBEAT_SECONDS = 5.0  # a worker rewrites status.json at least this often while it trains
@@ -139,6 +141,9 @@ def clear_for_writing(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
     so the new run starts clean (labels a person gave stay, and the files named in `keep`)."""
     for p in run_dir.iterdir():
         if is_temporary(p.name) or (p.name in RUN_FILES and p.name not in (LOCK_FILE, "labels.json", *keep)):
+            if p.is_dir() and not p.is_symlink():  # an earlier attempt's TensorBoard logs
+                shutil.rmtree(p, ignore_errors=True)
+                continue
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 

@@ -29,11 +29,11 @@ from typing import Any, Protocol
 
 from coun_tui.engine import UserError
 from coun_tui.engine.events import Done, EpochMetrics, Event, Failed, Step
+from coun_tui.engine.rundir import TENSORBOARD_DIR  # inside the run, when --log tensorboard names no DIR
 
 KINDS = ("tensorboard", "mlflow")
 LIBRARY = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # the module each needs
 EXTRA = {"tensorboard": "pip install 'coun-lab[tensorboard]'", "mlflow": "pip install 'coun-lab[mlflow]'"}
-TENSORBOARD_FOLDER = "tensorboard"  # inside the run directory, when --log tensorboard names no DIR
 MLFLOW_DEFAULT = "mlflow.db"  # MLflow's own default store: a SQLite file in the working directory
 MLFLOW_EXPERIMENT = "coun-lab"
 ARTIFACTS = ("model.safetensors", "metrics.json")
@@ -188,7 +188,7 @@ def open_feed(targets: list[str], params: Params, run_dir: Path, warn: Warn = wa
 
 def _start(kind: str, where: str, params: Params, run_dir: Path) -> Tracker:
     if kind == "tensorboard":
-        folder = Path(where) / run_name(run_dir) if where else run_dir / TENSORBOARD_FOLDER
+        folder = Path(where) / run_name(run_dir) if where else run_dir / TENSORBOARD_DIR
         return TensorBoardTracker(folder, params)
     if kind == "mlflow":
         return MlflowTracker(where or mlflow_uri(""), run_name(run_dir), params, run_dir)
