@@ -150,3 +150,21 @@ def test_a_runs_tensorboard_folder_belongs_to_it_and_a_retry_starts_it_afresh(tm
     assert check_out_dir(run) == run  # an unfinished run with its logs may be written again
     clear_for_writing(run)
     assert sorted(p.name for p in run.iterdir()) == ["labels.json"]
+
+
+async def test_the_app_logs_every_run_it_starts_to_its_trackers(tmp_path, digits_model):
+    """`coun-lab tui --log tensorboard`: each run the app starts records the tracker and writes its logs."""
+    from coun_tui.engine.forget import ForgetSpec
+    from coun_tui.engine.runner import RunSpec
+    from coun_tui.tui.app import CounLab
+
+    app = CounLab(model=digits_model, runs_dir=tmp_path, log=["tensorboard"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        spec = RunSpec(method="ga", model=digits_model, forget=ForgetSpec(classes=[3]), device="cpu",
+                       hparams={"epochs": 1, "batch_size": 128})  # two steps
+        pane = app.start_run(spec)
+        run_dir = pane.runlog.run_dir
+        assert 'log = [\n    "tensorboard",\n]' in (run_dir / "run.toml").read_text()
+        assert jobs.wait(run_dir, timeout=300).state == "done"
+        await pilot.pause(0.5)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
