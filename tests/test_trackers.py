@@ -81,6 +81,10 @@ def test_mlflow_has_params_metrics_and_the_checkpoint(logged):
     artifacts = {a.path: a.file_size for a in client.list_artifacts(run.info.run_id)}
     assert artifacts["model.safetensors"] == (where / "run" / "model.safetensors").stat().st_size
     assert "metrics.json" in artifacts
+    # kept beside the store, not in the working directory of the process that trained
+    assert run.info.artifact_uri.startswith((where / "mlartifacts").as_uri())
+    assert (Path(run.info.artifact_uri.removeprefix("file://")) / "model.safetensors").is_file()
+    assert not (Path.cwd() / "mlruns").exists()
 
 
 def test_a_tracker_that_cannot_start_is_one_warning_in_the_jobs_log(logged):

@@ -71,6 +71,15 @@ def mlflow_uri(where: str) -> str:
     return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (mlartifacts/, as `mlflow
+    server` does), never in the working directory of whichever process trains; a file store and a
+    server choose their own (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 def usable_targets(targets: list[str], warn: Warn = warn_on_stderr) -> list[str]:
     """The targets whose library is installed here; each other one is one warning line."""
     kept = []
@@ -245,7 +254,8 @@ class MlflowTracker:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(MLFLOW_EXPERIMENT)
-        experiment = found.experiment_id if found else self.client.create_experiment(MLFLOW_EXPERIMENT)
+        experiment = found.experiment_id if found else self.client.create_experiment(
+            MLFLOW_EXPERIMENT, artifact_location=artifact_location(uri))
         tags = {"coun_lab.run_dir": str(Path(run_dir).resolve()), "coun_lab.method": str(params.get("method"))}
         self.run_id: str = self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
