@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from coun_tui.cli.base import ADDRESS, BACKEND, CPUS_PER_RUN, DATA_ROOT, DATASET, GPUS_PER_RUN, STORAGE, command
+from coun_tui.cli.base import (
+    ADDRESS,
+    BACKEND,
+    CPUS_PER_RUN,
+    DATA_ROOT,
+    DATASET,
+    GPUS_PER_RUN,
+    LOG,
+    STORAGE,
+    command,
+    log_targets,
+)
 
 
 @command()
@@ -16,16 +27,17 @@ def tui(model: str | None = typer.Option(None, "--model", help="checkpoint to op
         runs_dir: str | None = typer.Option(None, "--runs-dir", help="where runs are kept"),
         backend: str | None = BACKEND, address: str | None = ADDRESS,
         gpus_per_run: float | None = GPUS_PER_RUN, cpus_per_run: float | None = CPUS_PER_RUN,
-        storage: str | None = STORAGE):
+        storage: str | None = STORAGE, log: list[str] = LOG):
     """Open the lab (the same as `coun-lab` with no arguments)."""
     from coun_tui.engine import backends
 
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run, storage)
+    targets = log_targets(log)
     from coun_tui.tui.app import run_app
 
     backends.use(runner)
     try:
-        run_app(model=model, dataset=dataset, data_root=data_root, runs_dir=runs_dir)
+        run_app(model=model, dataset=dataset, data_root=data_root, runs_dir=runs_dir, log=targets)
     finally:
         runner.close()
 

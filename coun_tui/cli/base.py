@@ -31,7 +31,7 @@ class LabCommand(_HelpIsAFlag, TyperCommand):
 # The order `coun-lab --help` lists the commands in (a command not named here follows, in the order
 # its module registered it).
 COMMAND_ORDER = ("train", "unlearn", "runs", "eval", "methods", "tui", "serve", "compare", "sweep", "curve", "oracle",
-                 "bench")
+                 "export", "bench")
 
 
 class LabGroup(_HelpIsAFlag, TyperGroup):
@@ -64,6 +64,9 @@ GPUS_PER_RUN = typer.Option(None, "--gpus-per-run", help="Ray: GPUs each run res
                             "one GPU (default: none, the run trains on the CPU)", rich_help_panel="Where runs run")
 CPUS_PER_RUN = typer.Option(None, "--cpus-per-run", help="CPU cores per run: torch's threads (Ray also "
                             "reserves them; default 1 there)", rich_help_panel="Where runs run")
+LOG = typer.Option([], "--log", help="also log the run to an experiment tracker, repeatable: tensorboard[:DIR] "
+                   "(default DIR: the run's tensorboard/ folder) or mlflow[:URI] (default: $MLFLOW_TRACKING_URI, "
+                   "else ./mlflow.db); needs the tensorboard or mlflow extra", metavar="TRACKER[:WHERE]")
 STORAGE = typer.Option(None, "--storage", help="Ray: shared (every node sees the runs directory; the default) "
                        "or driver (no shared storage: results come back here)", rich_help_panel="Where runs run")
 
@@ -80,6 +83,16 @@ def floats(text: str | None, flag: str) -> list[float] | None:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         fail(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.4914,0.4822,0.4465")
+
+
+def log_targets(values: list[str]) -> list[str]:
+    """--log values as run.toml keeps them; a tracker whose library is missing is one warning line."""
+    from coun_tui.engine.trackers import parse_target, usable_targets
+
+    def warn(message: str) -> None:
+        typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+    return usable_targets([parse_target(v) for v in values], warn)
 
 
 def fail(message: str) -> NoReturn:

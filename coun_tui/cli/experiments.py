@@ -13,11 +13,13 @@ from coun_tui.cli.base import (
     DATA_ROOT,
     DATASET,
     GPUS_PER_RUN,
+    LOG,
     STORAGE,
     bool_flag,
     class_index_for,
     command,
     fail,
+    log_targets,
     method_key_value,
     method_names,
     typed_value,
@@ -55,7 +57,7 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
                                    "see `coun-lab runs limit`; Ray runs as many as its resources allow)"),
           backend: str | None = BACKEND, address: str | None = ADDRESS,
           gpus_per_run: float | None = GPUS_PER_RUN, cpus_per_run: float | None = CPUS_PER_RUN,
-          storage: str | None = STORAGE,
+          storage: str | None = STORAGE, log: list[str] = LOG,
           device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda:N"),
           dry_run: bool = bool_flag("--dry-run", "list the runs and which are finished; run none"),
           data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
@@ -82,6 +84,7 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
     forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]
     forgets += [ForgetSpec(fraction=f) for f in forget_fraction]
     plan.forgets = forgets or plan.forgets
+    plan.log = log_targets(log) or plan.log
     if not plan.forgets:
         fail("a sweep needs at least one --forget-class or --forget-fraction")
     for item in sets:

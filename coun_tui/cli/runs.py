@@ -20,6 +20,7 @@ from coun_tui.cli.base import (
     FORGET_FRACTION,
     FORGET_INDICES,
     GPUS_PER_RUN,
+    LOG,
     MEAN,
     PRECISION,
     REFERENCE,
@@ -33,6 +34,7 @@ from coun_tui.cli.base import (
     floats,
     forget_spec,
     given_hparams,
+    log_targets,
 )
 from coun_tui.cli.follow import follow_job
 
@@ -52,7 +54,7 @@ def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlear
             quiet: bool = bool_flag("--quiet", "no progress bar or per-epoch lines, only the final table", "-q"),
             backend: str | None = BACKEND, address: str | None = ADDRESS,
             gpus_per_run: float | None = GPUS_PER_RUN, cpus_per_run: float | None = CPUS_PER_RUN,
-            storage: str | None = STORAGE,
+            storage: str | None = STORAGE, log: list[str] = LOG,
             **hparams: Any):
     """Make a model forget: run a method as a job that keeps the run in --out (followed here; Ctrl-C
     cancels it). Every hyperparameter of every method has a flag; `coun-lab methods` lists each
@@ -65,7 +67,8 @@ def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlear
                    forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
                                       class_index_for(model, dataset, data_root)),
                    cl=cl, hparams=given_hparams(hparams), seed=seed, device=device, precision=precision,
-                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"))
+                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"),
+                   log=log_targets(log))
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run, storage)
     if detach and runner.schedules:
         fail("--detach needs the local backend: a Ray run belongs to the command that submitted it "

@@ -242,6 +242,13 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
     """The runs as one table; with a Retrain `reference`, every run's gaps are measured against it
     (for runs made before their Retrain existed, which recorded no gaps). `per_method`: one row per
     method and forget set, mean ± std over its runs (seeds) with the paper's Avg. Gap."""
+    rows = compare_rows(run_dirs, sort, reference, per_method)
+    return render(rows, fmt) + (identity_notes(run_dirs) if fmt == "md" else "")
+
+
+def compare_rows(run_dirs: Sequence[str | Path], sort: str | None = None, reference: str | Path | None = None,
+                 per_method: bool = False) -> list[dict[str, Any]]:
+    """The rows of compare's table (see compare), before they are rendered."""
     runs = [load_run(d) for d in run_dirs]
     if reference is not None:
         from coun_tui.engine.metrics import gaps
@@ -259,7 +266,7 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
         if sort not in rows[0]:
             raise UserError(f"cannot sort by {sort!r}; use one of: {', '.join(rows[0])}")
         rows.sort(key=lambda r: (r[sort] is None, r[sort]))
-    return render(rows, fmt) + (identity_notes(run_dirs) if fmt == "md" else "")
+    return rows
 
 
 def identity_notes(run_dirs: Sequence[str | Path]) -> str:

@@ -28,8 +28,9 @@ CANCEL_FILE = "cancel"  # its presence asks the worker to stop (checked every tr
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "worker.log"  # the worker's stdout and stderr
+TENSORBOARD_DIR = "tensorboard"  # the run's TensorBoard logs (--log tensorboard), a folder
 RUN_FILES = {"run.toml", "split.npz", EVENTS_FILE, STATUS_FILE, "metrics.json", "model.safetensors",
-             "embedding.npy", "reference.npz", "labels.json", LOG_FILE, LOCK_FILE, CANCEL_FILE}
+             "embedding.npy", "reference.npz", "labels.json", LOG_FILE, LOCK_FILE, CANCEL_FILE, TENSORBOARD_DIR}
 LIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled", "died", "damaged")
 HEARTBEAT_SECONDS = 5.0  # a worker rewrites status.json at least this often while it trains
@@ -147,6 +148,8 @@ def check_entries(path: Path) -> None:
     """Refuse a run folder where an entry that belongs to a run is not a regular file (a link, a
     folder, a pipe): the launcher would write through it or fail halfway through clearing."""
     for name in sorted(RUN_FILES):
+        if name == TENSORBOARD_DIR and (path / name).is_dir() and not (path / name).is_symlink():
+            continue  # a folder by design (an earlier attempt's TensorBoard logs)
         what = not_a_file(path / name)
         if what:
             raise UserError(f"{path / name} is {what}, not a file; nothing was changed: remove it "

@@ -53,6 +53,8 @@ class RunSpec:
     # A foreign checkpoint's input normalisation, when its file does not record it (--mean/--std)
     mean: list[float] | None = None
     std: list[float] | None = None
+    # Experiment trackers the run logs to, as engine/trackers.py's parse_target writes them
+    log: list[str] = field(default_factory=list)
 
 
 @dataclass

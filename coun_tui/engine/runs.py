@@ -23,6 +23,7 @@ from coun_tui.engine.records import LABELS_FILE, METRICS, Scores, read_labels, r
 from coun_tui.engine.reference import REFERENCE_FILE
 from coun_tui.engine.runner import CancelFlag, Prepared, RunSpec, run
 from coun_tui.engine.schema import parse_data
+from coun_tui.engine.trackers import Params, open_feed
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -33,6 +34,8 @@ def write_json(path: Path, obj: Any) -> None:
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
     d = dataclasses.asdict(spec)
     d["forget"] = spec.forget.to_dict()
+    if not d["log"]:  # a run without trackers keeps the run.toml it always had
+        del d["log"]
     out: dict[str, Any] = _drop_none(d)
     return out
 
@@ -90,17 +93,37 @@ def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None
     with atomic_write(out / "run.toml") as fh:
         fh.write(tomli_w.dumps(spec_to_dict(stored)).encode())
     prep.split.save(out / "split.npz")
-    with open_append(out / "events.jsonl", truncate=True) as log:
-        for event in run(prep, cancel):
-            if isinstance(event, Done):
-                event = _save_results(prep, event, out)
-            elif isinstance(event, Embedding) and event.features is not None:
-                with contextlib.suppress(OSError):  # only t-SNE of a reopened run needs it
-                    write_features(out, event.features)
-            append_line(log, to_json(event))
-            yield event
-            if isinstance(event, Failed):
-                return
+    # Trackers are fed here, where the run trains: a job logs to them with no client following it.
+    trackers = open_feed(prep.spec.log, tracked_params(prep), out)
+    try:
+        with open_append(out / "events.jsonl", truncate=True) as log:
+            for event in run(prep, cancel):
+                if isinstance(event, Done):
+                    event = _save_results(prep, event, out)
+                elif isinstance(event, Embedding) and event.features is not None:
+                    with contextlib.suppress(OSError):  # only t-SNE of a reopened run needs it
+                        write_features(out, event.features)
+                append_line(log, to_json(event))
+                trackers(event)
+                yield event
+                if isinstance(event, Failed):
+                    return
+    finally:
+        trackers.close()
+
+
+def tracked_params(prep: Prepared) -> Params:
+    """What the trackers record of a run's settings: its hyperparameters, method, forget set, ..."""
+    spec = prep.spec
+    params: Params = {
+        "method": prep.method.name, "cl": bool(prep.use_cl and not prep.method.always_cl),
+        "dataset": prep.dataset.name, "seed": spec.seed, "forget": spec.forget.describe(prep.dataset.classes),
+        "n_forget": len(prep.split.forget), "n_retain": len(prep.split.retain),
+        "model": Path(spec.model).name if spec.model else "", "reference": spec.reference or "",
+        "device": str(prep.device)}
+    for key, value in prep.hparams.items():
+        params[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+    return params
 
 
 def _save_results(prep: Prepared, done: Done, out: Path) -> Done | Failed:

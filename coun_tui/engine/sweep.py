@@ -57,6 +57,8 @@ class Sweep:
     grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     # Other sweep folders whose finished runs with the same settings are copied instead of rerun.
     reuse: list[Path] = field(default_factory=list)
+    # Experiment trackers every run logs to (--log; see engine/trackers.py)
+    log: list[str] = field(default_factory=list)
 
     def labels(self) -> list[Label]:
         """Every row of the tables: Retrain, then each method at each grid point, then +CL."""
@@ -88,7 +90,7 @@ class Sweep:
                     hp = check_hparams(get_method(method), hp, str)
                     spec = RunSpec(method=method, model=self.model, dataset=self.dataset,
                                    data_root=self.data_root, forget=replace(forget, seed=seed), cl=cl,
-                                   hparams=hp, seed=seed, device=self.device,
+                                   hparams=hp, seed=seed, device=self.device, log=list(self.log),
                                    reference=None if method == "retrain" else str(base / "retrain"))
                     plan.append((base / label.name, spec))
         return plan
@@ -312,9 +314,9 @@ def run_plan(plan: list[tuple[Path, RunSpec]], cancel: CancelFlag | None = None,
 
 
 # What does not change a run's results: where it ran, where files sit, its reference (always the
-# Retrain beside it, compared by its own settings), and the probe subsets' size (live estimates
-# only; the final metrics are on the full sets).
-_NOT_SETTINGS = ("device", "data_root", "reference", "hparams", "probe_size")
+# Retrain beside it, compared by its own settings), the probe subsets' size (live estimates
+# only; the final metrics are on the full sets), and the trackers it logged to.
+_NOT_SETTINGS = ("device", "data_root", "reference", "hparams", "probe_size", "log")
 
 
 def differences(run_dir: Path, planned: RunSpec) -> str:

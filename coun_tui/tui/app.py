@@ -82,8 +82,9 @@ class CounLab(Training, Comparison, SavedRuns, App):
 
     def __init__(self, model: str | None = None, dataset: str | None = None, data_root: str | None = None,
                  runs_dir: str | Path | None = None, export_dir: str | Path | None = None,
-                 session: bool = False) -> None:
+                 session: bool = False, log: list[str] | None = None) -> None:
         super().__init__()
+        self.log_targets = list(log or [])  # trackers every run it starts logs to (`coun-lab tui --log`)
         self.model_path = str(model or paths.DEFAULT_MODEL)
         self._model_given = model is not None
         self.dataset_override, self.data_root = dataset, data_root
@@ -477,10 +478,10 @@ class CounLab(Training, Comparison, SavedRuns, App):
 
 
 def run_app(model: str | None = None, dataset: str | None = None, data_root: str | None = None,
-            runs_dir: str | None = None) -> None:
+            runs_dir: str | None = None, log: list[str] | None = None) -> None:
     """Open the lab (the entry point behind `coun-lab` and `coun-lab tui`); it reopens the runs
-    that were open when it last closed on this runs directory."""
-    CounLab(model=model, dataset=dataset, data_root=data_root, runs_dir=runs_dir, session=True).run()
+    that were open when it last closed on this runs directory. `log`: trackers for its runs."""
+    CounLab(model=model, dataset=dataset, data_root=data_root, runs_dir=runs_dir, session=True, log=log).run()
 
 
 if __name__ == "__main__":

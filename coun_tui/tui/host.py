@@ -19,6 +19,7 @@ class LabApp(App[None]):
     runs_dir: Path
     export_dir: Path
     session: bool
+    log_targets: list[str]
     _panes: dict[str, RunPane]
     _seq: int
     _compare_dirty: bool

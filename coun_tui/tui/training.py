@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ class Training(_App):
     def start_run(self, spec: RunSpec, class_names: list[str] | None = None) -> RunPane:
         """Open a pane for `spec` and start it as a job (it waits behind the jobs already queued
         on its device, from any process); returns the pane."""
+        if self.log_targets and not spec.log:
+            spec = replace(spec, log=list(self.log_targets))
         self._seq += 1
         run_id = f"run-{self._seq}"
         stamp = time.strftime("%Y%m%d-%H%M%S")
