@@ -81,15 +81,15 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
         assert model and out  # checked just above
         plan = Sweep(model, method_names(methods or ""), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
+    if from_study:  # before the --set flags, which may name the studies' methods
+        from coun_tui.cli.tune import tune_engine
+
+        tune_engine().apply_studies(plan, method_names(from_study))
     names = plan.methods + ["retrain"]
     index = class_index_for(plan.model, plan.dataset, plan.data_root)
     forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]
     forgets += [ForgetSpec(fraction=f) for f in forget_fraction]
     plan.forgets = forgets or plan.forgets
-    if from_study:
-        from coun_tui.engine.tune import apply_studies
-
-        apply_studies(plan, method_names(from_study))
     if not plan.forgets:
         fail("a sweep needs at least one --forget-class or --forget-fraction")
     for item in sets:

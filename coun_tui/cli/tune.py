@@ -26,6 +26,17 @@ from coun_tui.cli.base import (
 )
 
 
+def tune_engine():
+    """engine/tune.py, or one line saying how to install Optuna, which it needs."""
+    try:
+        from coun_tui.engine import tune as tune_api
+    except ImportError as exc:
+        if exc.name != "optuna":
+            raise
+        fail("coun-lab tune needs Optuna, which is not installed here: pip install -e '.[tune]'")
+    return tune_api
+
+
 def parse_range(item: str) -> tuple[str, tuple[float, float, bool | None]]:
     """'lr=1e-4:0.1:log' -> ("lr", (0.0001, 0.1, True)); without :log or :linear, as declared."""
     key, sep, text = item.partition("=")
@@ -66,10 +77,9 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
          data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
     """Search each method's hyperparameters (the ranges `coun-lab methods` shows) with Optuna, every
     trial a run; the objective is the Avg. Gap to Retrain with TA on the test set's validation half."""
+    tune_api = tune_engine()
     if show is not None:
-        from coun_tui.engine.tune import show as show_study
-
-        typer.echo("\n".join(show_study(show)))
+        typer.echo("\n".join(tune_api.show(show)))
         return
     missing = [flag for flag, v in (("--model", model), ("--method", method), ("--out", out)) if not v]
     if missing:
@@ -78,7 +88,6 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
     if not Path(model).is_file():
         fail(f"--model {model}: no such checkpoint file")
     from coun_tui.engine import backends
-    from coun_tui.engine import tune as tune_api
     from coun_tui.engine.methods import get as get_method
 
     forget = forget_spec(forget_class, forget_fraction, forget_indices, seed,

@@ -78,7 +78,8 @@ class StudySettings:
         return method_label(self.method, self.cl)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"model": self.model, "method": self.method, "cl": self.cl, "forget": self.forget.to_dict(),
+        forget = {k: v for k, v in self.forget.to_dict().items() if v is not None}  # TOML has no null
+        d = {"model": self.model, "method": self.method, "cl": self.cl, "forget": forget,
              "trials": self.trials, "epochs": self.epochs, "seed": self.seed, "half_seed": self.half_seed,
              "space": {k: {"low": s.low, "high": s.high, "log": s.log} for k, s in self.space.items()},
              "reference": self.reference, "storage": self.storage, "dataset": self.dataset}
@@ -530,8 +531,8 @@ def apply_studies(plan: Sweep, folders: list[str]) -> None:
         plan.sources[s.label] = (f"study {folder} (trial {top.number} of {len(top.params)} searched "
                                  f"hyperparameter(s), Avg. Gap {top.value:.3f} on the validation half)")
         half_seeds.add(s.half_seed)
-        if not given_forgets and replace(s.forget, seed=0) not in plan.forgets:  # the studies' own
-            plan.forgets.append(replace(s.forget, seed=0))
+        if not given_forgets and replace(s.forget, seed=0) not in plan.forgets:
+            plan.forgets.append(replace(s.forget, seed=0))  # the studies' own (--forget-* flags replace them)
     if len(half_seeds) > 1:
         raise UserError(f"the studies split the test set by different seeds ({sorted(half_seeds)}); "
                         "give studies of one split, so no table reads a half any of them tuned on")
