@@ -134,6 +134,25 @@ def test_a_tuned_sweep_reports_on_the_report_half_only(study, cli, capsys, tmp_p
     for run in runs:
         assert read_spec_dict(run)["test_half"] == "report"
     assert read_spec_dict(runs[0])["hparams"] == {"lr": pytest.approx(best.params["lr"]), "epochs": 1}
+    assert cli("compare", *runs) == 0
+    assert "TA on the report half of the test set (split seed 0)." in capsys.readouterr().out
+
+
+def test_a_trial_whose_run_was_cut_off_is_retried_with_its_parameters(study, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(study["out"], copy, ignore=shutil.ignore_patterns(".study.lock"))
+    settings, _ = tune.read_settings(copy)
+    _, ostudy = tune.load(copy)
+    cut = ostudy.ask(tune.distributions(settings))  # a study process died here: its run never wrote a line
+    cut.set_user_attr("run", "trial-0003")
+    (copy / "trial-0003").mkdir()
+    lines = []
+    assert tune.resume_left_trials(ostudy, copy, lines.append) == []
+    trials = ostudy.get_trials()
+    assert [t.state.name for t in trials[3:]] == ["FAIL", "WAITING"]
+    assert trials[4].user_attrs == {"retry_of": 3} and trials[4].system_attrs["fixed_params"] == cut.params
+    assert len(tune.counted(trials)) == TRIALS  # the cut-off trial does not spend the budget
+    assert "trial 3: its run was cut off; its parameters are tried again" in lines
 
 
 def test_the_halves_split_the_test_set_once():

@@ -94,7 +94,7 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
                          class_index_for(model, dataset, data_root))
     if not (forget.classes or forget.fraction is not None or forget.indices_file):
         fail("tuning needs a forget set: --forget-class, --forget-fraction or --forget-indices")
-    names = method_names(method)
+    names = list(dict.fromkeys(method_names(method)))
     overrides = dict(parse_range(item) for item in ranges)
     several = len(names) > 1
     shared_ref = reference or (str((out / "retrain").resolve()) if several else None)
@@ -111,6 +111,8 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
     chosen_pruner = tune_api.make_pruner(pruner)
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run)
     try:
+        for study, _ in plans:  # every study's runs are checked before the first one starts
+            tune_api.check(study, runner, own_reference=reference is None)
         for study, started_as in plans:
             typer.echo(f"study {study.folder}: {study.settings.label}, {trials} trials of {epochs} epoch(s); "
                        f"searching {tune_api.describe_space(study.settings.space)}", err=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from coun_tui.engine import UserError
 from coun_tui.engine.metrics import MIA_VARIANTS
-from coun_tui.engine.records import METRICS, method_label, read_metrics
+from coun_tui.engine.records import METRICS, describe_half, method_label, read_metrics
 from coun_tui.engine.reference import KNN, VERSUS_RETRAIN
 
 # Beyond the paper's table, measured on D_u against Retrain (see engine/reference.py) and the MIA
@@ -253,8 +253,11 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
         rows = [aggregate(group) for group in group_by_method(runs)]
     else:
         rows = [row_of(m) for m in runs]
+    halves = sorted({describe_half(m.get("test_half"), int(m.get("half_seed") or 0)) for m in runs})
     if sort:
         if sort not in rows[0]:
             raise UserError(f"cannot sort by {sort!r}; use one of: {', '.join(rows[0])}")
         rows.sort(key=lambda r: (r[sort] is None, r[sort]))
+    if fmt == "md" and any(m.get("test_half") for m in runs):  # tuned runs: say which half TA read
+        return render(rows, fmt) + f"TA on {' and '.join(halves)}.\n"
     return render(rows, fmt)

@@ -27,7 +27,7 @@ from coun_tui.engine.forget import ForgetSpec, Split, check_seed, make_split
 from coun_tui.engine.methods import Batch, Context, Method, check_hparams
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.methods.base import info_nce
-from coun_tui.engine.records import METRICS, method_label, read_spec
+from coun_tui.engine.records import METRICS, TEST_HALVES, describe_half, method_label, read_spec
 
 EMBED_RETAIN, EMBED_FORGET = 300, 150  # probe points drawn in the embedding scatter
 
@@ -307,9 +307,6 @@ def _forget_of_reference(reference: str) -> ForgetSpec:
                     "--forget-fraction or --forget-indices")
 
 
-TEST_HALVES = ("val", "report")
-
-
 def half_rows(n_test: int, half: str | None, seed: int) -> np.ndarray:
     """The test samples of one half (sorted; every one when `half` is None). The test set is split
     once, by `seed`, into a validation half that tuning reads in place of the whole test set and a
@@ -319,12 +316,6 @@ def half_rows(n_test: int, half: str | None, seed: int) -> np.ndarray:
         return np.arange(n_test)
     order = np.random.default_rng(seed).permutation(n_test)
     return np.sort(order[:n_test // 2] if half == "val" else order[n_test // 2:])
-
-
-def describe_half(half: str | None, seed: int) -> str:
-    if half is None:
-        return "the whole test set"
-    return f"the {'validation' if half == 'val' else 'report'} half of the test set (split seed {seed})"
 
 
 def test_rows(test_y: torch.Tensor, forget: ForgetSpec, half: str | None = None, half_seed: int = 0) -> np.ndarray:

@@ -31,9 +31,9 @@ from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.methods import check_hparams
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.metrics import gaps
-from coun_tui.engine.records import METRICS, method_label, read_metrics, read_spec
+from coun_tui.engine.records import METRICS, describe_half, method_label, read_metrics, read_spec
 from coun_tui.engine.report import aggregate, legend, load_run, render
-from coun_tui.engine.runner import CancelFlag, RunSpec, describe_half
+from coun_tui.engine.runner import CancelFlag, RunSpec
 from coun_tui.engine.runs import spec_to_dict, write_json
 from coun_tui.engine.schema import RecordError, parse_data
 

@@ -42,9 +42,9 @@ from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.jobs import Follower, cancel
 from coun_tui.engine.methods import Search, check_hparams, searched
 from coun_tui.engine.methods import get as get_method
-from coun_tui.engine.records import method_label, read_metrics
+from coun_tui.engine.records import describe_half, method_label, read_metrics
 from coun_tui.engine.rundir import read_holder, read_state
-from coun_tui.engine.runner import RunSpec, describe_half
+from coun_tui.engine.runner import RunSpec
 from coun_tui.engine.sweep import Sweep
 
 if TYPE_CHECKING:
@@ -345,7 +345,7 @@ def _retry(study: optuna.Study, number: int, target: Trial | int, say: Say) -> N
     say(f"trial {number}: its run was cut off; its parameters are tried again")
 
 
-def _resume(study: optuna.Study, folder: Path, say: Say) -> list[Active]:
+def resume_left_trials(study: optuna.Study, folder: Path, say: Say) -> list[Active]:
     """Trials a dead study process left RUNNING: told if their runs finished, followed if still
     running, retried with the same parameters if cut off."""
     adopted = []
@@ -379,6 +379,15 @@ def _ensure_reference(study: Study, backend: Backend, own: bool, say: Say, poll:
                         "see its worker.log, then rerun")
 
 
+def check(study: Study, backend: Backend, own_reference: bool = True) -> str:
+    """The checks of a trial's run before anything is written (the method, +CL, the model, the forget
+    set, the device; a given reference's split and test half); returns the device's queue."""
+    device = backend.check(replace(study.trial_spec({}), reference=None))
+    if not own_reference:
+        backend.check(study.trial_spec({}))
+    return device
+
+
 def run(study: Study, name: str | None, jobs: int = 1, backend: Backend | None = None,
         pruner: optuna.pruners.BasePruner | None = None, say: Say = print, poll: float = 0.2,
         own_reference: bool = True) -> optuna.Study:
@@ -388,9 +397,7 @@ def run(study: Study, name: str | None, jobs: int = 1, backend: Backend | None =
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: run at least 1 trial at once")
     backend = backend or LocalBackend()
-    device = backend.check(replace(study.trial_spec({}), reference=None))  # bad settings: before any write
-    if not own_reference:
-        backend.check(study.trial_spec({}))
+    device = check(study, backend, own_reference)  # bad settings: before anything is written
     ostudy = open_study(study, name)
     lock = StudyLock(study.folder)
     try:
@@ -405,7 +412,7 @@ def run(study: Study, name: str | None, jobs: int = 1, backend: Backend | None =
 def _loop(study: Study, ostudy: optuna.Study, backend: Backend, device: str, jobs: int, say: Say,
           poll: float) -> None:
     dists = distributions(study.settings)
-    running = {a.number: a for a in _resume(ostudy, study.folder, say)}
+    running = {a.number: a for a in resume_left_trials(ostudy, study.folder, say)}
     try:
         while True:
             done = len(counted(ostudy.get_trials(deepcopy=False)))
