@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 import pytest
 
+from coun_tui.engine import study as studies
 from coun_tui.engine import tune
 from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.jobs import read_spec_dict, wait
@@ -61,17 +62,17 @@ def study(digits_model, tmp_path_factory):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed = optuna.load_study(study_name=tune.read_settings(out)[1], storage=f"sqlite:///{out / 'study.db'}")
+    killed = optuna.load_study(study_name=studies.read_settings(out)[1], storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state for t in killed.get_trials()]
-    settings, name = tune.read_settings(out)
+    settings, name = studies.read_settings(out)
     lines = []
-    prepared, started_as = tune.prepare(out, settings, "cpu")
+    prepared, started_as = studies.prepare(out, settings, "cpu")
     tune.run(prepared, started_as, pruner=PruneTrials({2}), say=lines.append, own_reference=False)
     return {"out": out, "ref": ref, "killed": states, "lines": lines, "model": digits_model}
 
 
 def trials_of(out):
-    _, ostudy = tune.load(out)
+    _, ostudy = studies.load(out)
     return ostudy.get_trials()
 
 
@@ -98,7 +99,7 @@ def test_sigkill_then_resume_finishes_the_same_trials(study):
     assert "trial 1: following its run, still going" in study["lines"]
     trials = trials_of(study["out"])
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
-    assert len(tune.counted(trials)) == TRIALS
+    assert len(studies.counted(trials)) == TRIALS
     assert sorted(p.name for p in study["out"].glob("trial-*")) == ["trial-0000", "trial-0001", "trial-0002"]
 
 
@@ -141,9 +142,9 @@ def test_a_tuned_sweep_reports_on_the_report_half_only(study, cli, capsys, tmp_p
 def test_a_trial_whose_run_was_cut_off_is_retried_with_its_parameters(study, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(study["out"], copy, ignore=shutil.ignore_patterns(".study.lock"))
-    settings, _ = tune.read_settings(copy)
-    _, ostudy = tune.load(copy)
-    cut = ostudy.ask(tune.distributions(settings))  # a study process died here: its run never wrote a line
+    settings, _ = studies.read_settings(copy)
+    _, ostudy = studies.load(copy)
+    cut = ostudy.ask(studies.distributions(settings))  # a study process died here: its run never wrote a line
     cut.set_user_attr("run", "trial-0003")
     (copy / "trial-0003").mkdir()
     lines = []
@@ -151,7 +152,7 @@ def test_a_trial_whose_run_was_cut_off_is_retried_with_its_parameters(study, tmp
     trials = ostudy.get_trials()
     assert [t.state.name for t in trials[3:]] == ["FAIL", "WAITING"]
     assert trials[4].user_attrs == {"retry_of": 3} and trials[4].system_attrs["fixed_params"] == cut.params
-    assert len(tune.counted(trials)) == TRIALS  # the cut-off trial does not spend the budget
+    assert len(studies.counted(trials)) == TRIALS  # the cut-off trial does not spend the budget
     assert "trial 3: its run was cut off; its parameters are tried again" in lines
 
 

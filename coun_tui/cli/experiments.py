@@ -84,7 +84,7 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
     if from_study:  # before the --set flags, which may name the studies' methods
         from coun_tui.cli.tune import tune_engine
 
-        tune_engine().apply_studies(plan, method_names(from_study))
+        tune_engine()[0].apply_studies(plan, method_names(from_study))
     names = plan.methods + ["retrain"]
     index = class_index_for(plan.model, plan.dataset, plan.data_root)
     forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]

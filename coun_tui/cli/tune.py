@@ -27,14 +27,15 @@ from coun_tui.cli.base import (
 
 
 def tune_engine():
-    """engine/tune.py, or one line saying how to install Optuna, which it needs."""
+    """engine/study.py and engine/tune.py, or one line saying how to install Optuna, which they need."""
     try:
+        from coun_tui.engine import study as study_api
         from coun_tui.engine import tune as tune_api
     except ImportError as exc:
         if exc.name != "optuna":
             raise
         fail("coun-lab tune needs Optuna, which is not installed here: pip install -e '.[tune]'")
-    return tune_api
+    return study_api, tune_api
 
 
 def parse_range(item: str) -> tuple[str, tuple[float, float, bool | None]]:
@@ -77,9 +78,9 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
          data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
     """Search each method's hyperparameters (the ranges `coun-lab methods` shows) with Optuna, every
     trial a run; the objective is the Avg. Gap to Retrain with TA on the test set's validation half."""
-    tune_api = tune_engine()
+    study_api, tune_api = tune_engine()
     if show is not None:
-        typer.echo("\n".join(tune_api.show(show)))
+        typer.echo("\n".join(study_api.show(show)))
         return
     missing = [flag for flag, v in (("--model", model), ("--method", method), ("--out", out)) if not v]
     if missing:
@@ -102,12 +103,12 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
     for name in names:  # every study is checked before any of them writes
         base, cl = (name[:-3], True) if name.lower().endswith("+cl") else (name, False)
         cls = get_method(base)
-        settings = tune_api.StudySettings(
+        settings = study_api.StudySettings(
             model=str(Path(model).resolve()), method=cls.name, cl=cl, forget=forget, trials=trials, epochs=epochs,
-            seed=seed, half_seed=half_seed, space=tune_api.search_space(cls.name, cl, overrides),
+            seed=seed, half_seed=half_seed, space=study_api.search_space(cls.name, cl, overrides),
             reference=str(Path(shared_ref).resolve()) if shared_ref else None, storage=storage, dataset=dataset)
         folder = out / settings.label.lower() if several else out
-        plans.append(tune_api.prepare(folder, settings, device, data_root))
+        plans.append(study_api.prepare(folder, settings, device, data_root))
     chosen_pruner = tune_api.make_pruner(pruner)
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run)
     try:
@@ -115,9 +116,9 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
             tune_api.check(study, runner, own_reference=reference is None)
         for study, started_as in plans:
             typer.echo(f"study {study.folder}: {study.settings.label}, {trials} trials of {epochs} epoch(s); "
-                       f"searching {tune_api.describe_space(study.settings.space)}", err=True)
+                       f"searching {study_api.describe_space(study.settings.space)}", err=True)
             tune_api.run(study, started_as, jobs, runner, chosen_pruner, say=lambda line: typer.echo(line, err=True),
                          own_reference=reference is None)
-            typer.echo("\n".join(tune_api.show(study.folder)))
+            typer.echo("\n".join(study_api.show(study.folder)))
     finally:
         runner.close()
