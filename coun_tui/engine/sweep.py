@@ -380,8 +380,9 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     the means over its seeds to the mean of those seeds' Retrains), its seed mean is kept beside it.
     """
     tables: dict[str, Any] = {}
-    md = [f"# Sweep of `{Path(sweep.model).name}` — mean ± std over seeds {sweep.seeds}\n",
-          f"TA and the MIA's non-members: {describe_half(sweep.test_half, sweep.half_seed)}.\n"]
+    md = [f"# Sweep of `{Path(sweep.model).name}` — mean ± std over seeds {sweep.seeds}\n"]
+    if sweep.test_half:  # a tuned sweep: which half of the test set its TA read
+        md.append(f"TA and the MIA's non-members: {describe_half(sweep.test_half, sweep.half_seed)}.\n")
     if sweep.sources:
         md += ["Settings from: " + "; ".join(f"{m}: {where}" for m, where in sweep.sources.items()) + "\n"]
     all_rows = []
