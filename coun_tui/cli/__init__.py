@@ -23,6 +23,7 @@ from coun_tui.cli import bench as _bench_commands  # noqa: F401
 from coun_tui.cli import experiments as _experiment_commands  # noqa: F401
 from coun_tui.cli import export as _export_command  # noqa: F401
 from coun_tui.cli import oracle as _oracle_commands  # noqa: F401
+from coun_tui.cli import tune as _tune_commands  # noqa: F401
 from coun_tui.cli.base import add_hparam_flags, app
 from coun_tui.cli.models import train
 from coun_tui.cli.runs import unlearn

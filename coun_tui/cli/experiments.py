@@ -60,6 +60,9 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
           storage: str | None = STORAGE, log: list[str] = LOG,
           device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda:N"),
           dry_run: bool = bool_flag("--dry-run", "list the runs and which are finished; run none"),
+          from_study: str | None = typer.Option(
+              None, "--from-study", help="STUDY[,STUDY...]: each study's best parameters for its method "
+              "(`coun-lab tune`); TA then reads the report half of the test set"),
           data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
     """Run every (method, forget set, seed, grid point) with its Retrain reference; write table.md/json."""
     from coun_tui.engine import backends
@@ -73,12 +76,17 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
             plan.methods = method_names(methods)
         plan.cl_too = plan.cl_too or cl_too
     else:
-        missing = [flag for flag, v in (("--model", model), ("--methods", methods), ("--out", out)) if not v]
+        missing = [flag for flag, v in (("--model", model), ("--methods", methods or from_study), ("--out", out))
+                   if not v]
         if missing:
             fail(f"missing {', '.join(missing)}: give them, or an experiment file with --spec FILE")
-        assert model and methods and out  # checked just above
-        plan = Sweep(model, method_names(methods), [], [0], out, cl_too, device=device or "auto",
+        assert model and out  # checked just above
+        plan = Sweep(model, method_names(methods or ""), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
+    if from_study:  # before the --set flags, which may name the studies' methods
+        from coun_tui.cli.tune import tune_engine
+
+        tune_engine()[0].apply_studies(plan, method_names(from_study))
     names = plan.methods + ["retrain"]
     index = class_index_for(plan.model, plan.dataset, plan.data_root)
     forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]

@@ -89,11 +89,12 @@ def evaluate(model: str = typer.Option(..., "--model", help="checkpoint to evalu
 @command()
 def methods():
     """List the unlearning methods with their hyperparameters: defaults and valid values."""
-    from coun_tui.engine.methods import COMMON_PARAMS, all_methods
+    from coun_tui.engine.methods import COMMON_PARAMS, all_methods, searched
 
     typer.echo("Every method takes (default, valid values):")
     for key, p in COMMON_PARAMS.items():
-        typer.echo(f"  {key:<13} {p.default!s:<9} {p.describe():<30} {p.help}")
+        typer.echo(f"  {key:<13} {p.default!s:<9} {p.describe():<30} {p.help}"
+                   + (f"; tune searches {p.search.describe()}" if p.search else ""))
     for name, cls in all_methods().items():
         declared = cls.declared()
         typer.echo(f"{name:<10} {cls.summary}")
@@ -102,4 +103,7 @@ def methods():
         for key in cls.params:
             if key not in COMMON_PARAMS:
                 typer.echo(f"{'':<10} {key}: {declared[key].describe()}; {declared[key].help}")
-    typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau).")
+        if not cls.from_scratch and (space := searched(cls)):
+            typer.echo(f"{'':<10} tune searches: " + ", ".join(f"{k} {s.describe()}" for k, s in space.items()))
+    typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau; "
+               "tune searches them too).")

@@ -31,6 +31,17 @@ RUN_FIX = "rerun that run or delete its directory"
 LABELS_FILE = "labels.json"
 
 
+# The halves of the test set a run's TA can read (engine/runner.py half_rows): tuning reads "val",
+# the final tables "report"; a run without one reads the whole test set.
+TEST_HALVES = ("val", "report")
+
+
+def describe_half(half: str | None, seed: int) -> str:
+    if half is None:
+        return "the whole test set"
+    return f"the {'validation' if half == 'val' else 'report'} half of the test set (split seed {seed})"
+
+
 def method_label(method: str, cl: bool) -> str:
     """How a run's method is shown: "ft", or "ft+CL" for a baseline with CoUn's term added."""
     return f"{method}+CL" if cl else method

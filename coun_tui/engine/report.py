@@ -18,7 +18,7 @@ import numpy as np
 
 from coun_tui.engine import UserError
 from coun_tui.engine.metrics import MIA_VARIANTS
-from coun_tui.engine.records import METRICS, method_label, read_metrics
+from coun_tui.engine.records import METRICS, describe_half, method_label, read_metrics
 from coun_tui.engine.reference import KNN, VERSUS_RETRAIN
 from coun_tui.engine.runlist import identity
 
@@ -243,7 +243,9 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
     (for runs made before their Retrain existed, which recorded no gaps). `per_method`: one row per
     method and forget set, mean ± std over its runs (seeds) with the paper's Avg. Gap."""
     rows = compare_rows(run_dirs, sort, reference, per_method)
-    return render(rows, fmt) + (identity_notes(run_dirs) if fmt == "md" else "")
+    if fmt != "md":
+        return render(rows, fmt)
+    return render(rows, fmt) + half_note(run_dirs) + identity_notes(run_dirs)
 
 
 def compare_rows(run_dirs: Sequence[str | Path], sort: str | None = None, reference: str | Path | None = None,
@@ -274,3 +276,12 @@ def identity_notes(run_dirs: Sequence[str | Path]) -> str:
     (the table shows metrics.json, as `coun-lab runs` does)."""
     notes = [f"Note: {Path(d).name}: {identity(d).conflict}" for d in run_dirs if identity(d).conflict]
     return "\n" + "\n".join(notes) + "\n" if notes else ""
+
+
+def half_note(run_dirs: Sequence[str | Path]) -> str:
+    """For tuned runs, the line that says which half of the test set their TA read."""
+    runs = [load_run(d) for d in run_dirs]
+    if not any(m.get("test_half") for m in runs):
+        return ""
+    halves = sorted({describe_half(m.get("test_half"), int(m.get("half_seed") or 0)) for m in runs})
+    return f"TA on {' and '.join(halves)}.\n"

@@ -27,7 +27,7 @@ from coun_tui.engine.forget import ForgetSpec, Split, check_seed, make_split
 from coun_tui.engine.methods import Batch, Context, Method, check_hparams
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.methods.base import info_nce
-from coun_tui.engine.records import METRICS, method_label
+from coun_tui.engine.records import METRICS, TEST_HALVES, describe_half, method_label, read_spec
 
 EMBED_RETAIN, EMBED_FORGET = 300, 150  # probe points drawn in the embedding scatter
 
@@ -50,6 +50,10 @@ class RunSpec:
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     reference: str | None = None  # a Retrain run directory or checkpoint for the gaps
     probe_size: int = 2048  # samples per set evaluated each epoch: all of digits' (see _Probes)
+    # "val" or "report": TA and the MIA's non-members on that half of the test set, split once by
+    # half_seed (see half_rows); None: the whole test set
+    test_half: str | None = None
+    half_seed: int = 0
     # A foreign checkpoint's input normalisation, when its file does not record it (--mean/--std)
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -160,6 +164,9 @@ def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
     method_cls = get_method(spec.method)
     check_hparams(method_cls, spec.hparams)  # before the model and data load: a typo fails at once
     check_seed(spec.seed)
+    if spec.test_half not in (None, *TEST_HALVES):
+        raise UserError(f"test half {spec.test_half!r}: use val (tuning) or report (final tables)")
+    check_seed(spec.half_seed)
     if spec.cl and method_cls.always_cl:
         raise UserError(f"{method_cls.name}'s contrastive term is always on: drop --cl "
                         "(--lambda and --tau tune it)")
@@ -182,7 +189,23 @@ def _check_reference(spec: RunSpec, split: Split,
         return None, None
     from coun_tui.engine.runs import load_reference
 
+    _check_reference_half(spec)
     return load_reference(spec.reference, split), ref_mod.load_view(spec.reference, split.forget, n_test)
+
+
+def _check_reference_half(spec: RunSpec) -> None:
+    """A gap compares TA (and the MIA) on the same test samples: the reference must be a Retrain
+    run measured on the same half of the test set, split by the same seed."""
+    path = Path(spec.reference or "")
+    if path.is_dir():
+        ref = read_spec(path)
+        theirs = describe_half(ref.test_half, ref.half_seed)
+    else:
+        theirs = describe_half(None, 0)
+    ours = describe_half(spec.test_half, spec.half_seed)
+    if theirs != ours:
+        raise UserError(f"reference {path} measures TA on {theirs} but this run on {ours}; "
+                        "use a Retrain run made on the same test half")
 
 
 def prepare(spec: RunSpec) -> Prepared:
@@ -262,9 +285,10 @@ def evaluate_checkpoint(spec: RunSpec) -> tuple[dict[str, Any], Split, dict[str,
 
         reference = load_reference(spec.reference, split)
         view = ref_mod.load_view(spec.reference, split.forget, len(dataset.test_y))
-    rows = probe_rows(split, len(data.test_y), spec.seed, spec.probe_size, view)
+    half = (spec.test_half, spec.half_seed)
+    rows = probe_rows(split, len(data.test_y), spec.seed, spec.probe_size, view, half)
     result, _ = evaluate_split(model, data, split, forget, autocast_for(device, spec.precision), rows, view,
-                               spec.seed)
+                               spec.seed, half)
     out: dict[str, Any] = dict(result)
     if reference:
         gap, avg = metrics.gaps(result, reference)
@@ -292,24 +316,36 @@ def _forget_of_reference(reference: str) -> ForgetSpec:
                     "--forget-fraction or --forget-indices")
 
 
-def test_rows(test_y: torch.Tensor, forget: ForgetSpec) -> np.ndarray:
-    """Test samples that TA (and the MIA's non-members) use.
+def half_rows(n_test: int, half: str | None, seed: int) -> np.ndarray:
+    """The test samples of one half (sorted; every one when `half` is None). The test set is split
+    once, by `seed`, into a validation half that tuning reads in place of the whole test set and a
+    report half that the final tables read, so a tuned table never scores on what chose its
+    hyperparameters."""
+    if half is None:
+        return np.arange(n_test)
+    order = np.random.default_rng(seed).permutation(n_test)
+    return np.sort(order[:n_test // 2] if half == "val" else order[n_test // 2:])
+
+
+def test_rows(test_y: torch.Tensor, forget: ForgetSpec, half: str | None = None, half_seed: int = 0) -> np.ndarray:
+    """Test samples that TA (and the MIA's non-members) use: those of `half` (see half_rows).
 
     For class-wise forgetting, only the retained classes' test samples, as in the OPTML-Group
     repos and the paper's class-wise table (where Retrain's TA is 95.1, not ~85).
     """
     labels = test_y.cpu().numpy()
-    return np.flatnonzero(~np.isin(labels, forget.classes)) if forget.classes else np.arange(len(labels))
+    rows = half_rows(len(labels), half, half_seed)
+    return rows[~np.isin(labels[rows], forget.classes)] if forget.classes else rows
 
 
-def probe_rows(split: Split, n_test: int, seed: int, size: int,
-               reference: ref_mod.View | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def probe_rows(split: Split, n_test: int, seed: int, size: int, reference: ref_mod.View | None = None,
+               half: tuple[str | None, int] = (None, 0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed, seeded subsets (retain, forget, test of every class) evaluated during a run; a
     Retrain keeps its model's view of the forget and test ones, and a run measured against it
     uses that Retrain's rows instead, so both are compared on the very same samples."""
     rng = np.random.default_rng(seed)
     rows = (ref_mod.pick(rng, split.retain, size), ref_mod.pick(rng, split.forget, size),
-            ref_mod.pick(rng, np.arange(n_test), size))
+            ref_mod.pick(rng, half_rows(n_test, *half), size))
     return rows if reference is None else (rows[0], reference.forget_idx, reference.test_idx)
 
 
@@ -322,7 +358,7 @@ def _positions(of: np.ndarray, within: np.ndarray) -> np.ndarray:
 def evaluate_split(model: model_mod.ResNet18, data: data_mod.DeviceData, split: Split, forget: ForgetSpec,
                    autocast: metrics.Autocast | None = None,
                    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, reference: ref_mod.View | None = None,
-                   seed: int = 0) -> tuple[dict[str, float], ref_mod.View]:
+                   seed: int = 0, half: tuple[str | None, int] = (None, 0)) -> tuple[dict[str, float], ref_mod.View]:
     """The final, full-set evaluation, the same for runs and `coun-lab eval`: RA, UA, TA, MIA and
     the MIA variants on the full sets, and the model's view of the `rows` of probe_rows (the
     forget and test samples a Retrain keeps), compared with `reference` when there is one.
@@ -333,7 +369,7 @@ def evaluate_split(model: model_mod.ResNet18, data: data_mod.DeviceData, split: 
     """
     device = data.train_x.device
     r, f = (torch.from_numpy(a).to(device) for a in (split.retain, split.forget))
-    rows = rows or probe_rows(split, len(data.test_y), seed, 512, reference)
+    rows = rows or probe_rows(split, len(data.test_y), seed, 512, reference, half)
     model.to(memory_format=torch.channels_last)
     try:
         pr = metrics.predict(model, data.train_x[r], autocast=autocast)
@@ -341,7 +377,7 @@ def evaluate_split(model: model_mod.ResNet18, data: data_mod.DeviceData, split: 
         pt, zt = metrics.predict(model, data.test_x, autocast=autocast, want_features=True)  # every class
     finally:
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
-    keep = torch.from_numpy(test_rows(data.test_y, forget))  # TA: the retained classes' test samples
+    keep = torch.from_numpy(test_rows(data.test_y, forget, *half))  # TA: the retained classes' test samples
     yr, yf, yt = data.train_y[r].cpu(), data.train_y[f].cpu(), data.test_y.cpu()
     result = metrics.scores(pr, yr, pf, yf, pt[keep], yt[keep], seed=forget.seed)
     at = _positions(rows[1], split.forget)
@@ -392,7 +428,7 @@ class _Probes:
 
     def __init__(self, prep: Prepared, data: data_mod.DeviceData, autocast: metrics.Autocast):
         r, f, t = probe_rows(prep.split, len(data.test_y), prep.spec.seed, prep.spec.probe_size,
-                             prep.reference_view)
+                             prep.reference_view, (prep.spec.test_half, prep.spec.half_seed))
         self.rows = (r, f, t)
         self.sets = {"retain": (data.train_x[r], data.train_y[r]), "forget": (data.train_x[f], data.train_y[f]),
                      "test": (data.test_x[t], data.test_y[t])}
@@ -533,7 +569,7 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
         yield from _epoch_events(prep, probes, epoch + 1)
 
     final, view = evaluate_split(model, data, prep.split, prep.spec.forget, autocast, probes.rows,
-                                 prep.reference_view, seed)
+                                 prep.reference_view, seed, (prep.spec.test_half, prep.spec.half_seed))
     gap, avg = metrics.gaps(final, prep.reference) if len(forget) else (None, None)
     paper = ctx.flops.paper_count(metrics.forward_flops(model, tuple(data.train_x.shape[1:])))
     yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total,

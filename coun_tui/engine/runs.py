@@ -73,7 +73,8 @@ def metrics_record(prep: Prepared, done: Done) -> dict[str, Any]:
             "reference": prep.reference, **extra,
             "method": prep.method.name, "cl": prep.use_cl and not prep.method.always_cl,
             "forget": recorded_forget(prep),
-            "dataset": prep.dataset.name, "seed": prep.spec.seed, "hparams": prep.hparams}
+            "dataset": prep.dataset.name, "seed": prep.spec.seed, "hparams": prep.hparams,
+            "test_half": prep.spec.test_half, "half_seed": prep.spec.half_seed if prep.spec.test_half else None}
 
 
 def record(prep: Prepared, out_dir: str | Path, cancel: CancelFlag | None = None) -> Iterator[Event]:

@@ -31,7 +31,7 @@ from coun_tui.engine.forget import ForgetSpec
 from coun_tui.engine.methods import check_hparams
 from coun_tui.engine.methods import get as get_method
 from coun_tui.engine.metrics import gaps
-from coun_tui.engine.records import METRICS, method_label, read_metrics, read_spec
+from coun_tui.engine.records import METRICS, describe_half, method_label, read_metrics, read_spec
 from coun_tui.engine.report import aggregate, legend, load_run, render
 from coun_tui.engine.runner import CancelFlag, RunSpec
 from coun_tui.engine.runs import spec_to_dict, write_json
@@ -59,6 +59,11 @@ class Sweep:
     reuse: list[Path] = field(default_factory=list)
     # Experiment trackers every run logs to (--log; see engine/trackers.py)
     log: list[str] = field(default_factory=list)
+    # TA on one half of the test set ("report" after tuning; see runner.half_rows), None: all of it
+    test_half: str | None = None
+    half_seed: int = 0
+    # Where a method's settings came from, for the tables: method -> e.g. "study tune/ft (trial 7)"
+    sources: dict[str, str] = field(default_factory=dict)
 
     def labels(self) -> list[Label]:
         """Every row of the tables: Retrain, then each method at each grid point, then +CL."""
@@ -91,7 +96,8 @@ class Sweep:
                     spec = RunSpec(method=method, model=self.model, dataset=self.dataset,
                                    data_root=self.data_root, forget=replace(forget, seed=seed), cl=cl,
                                    hparams=hp, seed=seed, device=self.device, log=list(self.log),
-                                   reference=None if method == "retrain" else str(base / "retrain"))
+                                   reference=None if method == "retrain" else str(base / "retrain"),
+                                   test_half=self.test_half, half_seed=self.half_seed)
                     plan.append((base / label.name, spec))
         return plan
 
@@ -395,6 +401,10 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     """
     tables: dict[str, Any] = {}
     md = [f"# Sweep of `{Path(sweep.model).name}` — mean ± std over seeds {sweep.seeds}\n"]
+    if sweep.test_half:  # a tuned sweep: which half of the test set its TA read
+        md.append(f"TA and the MIA's non-members: {describe_half(sweep.test_half, sweep.half_seed)}.\n")
+    if sweep.sources:
+        md += ["Settings from: " + "; ".join(f"{m}: {where}" for m, where in sweep.sources.items()) + "\n"]
     all_rows = []
     for forget in sweep.forgets:
         tag = forget_tag(forget)

@@ -13,8 +13,10 @@ from coun_tui.engine.methods.base import (
     Context,
     Method,
     Param,
+    Search,
     check_hparams,
     flag,
+    searched,
 )
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -76,5 +78,5 @@ def _load_all() -> None:
     _loaded = True
 
 
-__all__ = ["Batch", "COMMON_PARAMS", "Context", "Method", "Param", "all_methods", "all_params",
-           "check_hparams", "flag", "get", "register"]
+__all__ = ["Batch", "COMMON_PARAMS", "Context", "Method", "Param", "Search", "all_methods", "all_params",
+           "check_hparams", "flag", "get", "register", "searched"]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from coun_tui.engine import model as model_mod
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Batch, Context, Method, Param
+from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
 from coun_tui.engine.methods.scrub import frozen_copy
 
 
@@ -21,7 +21,8 @@ from coun_tui.engine.methods.scrub import frozen_copy
 class BadTeacher(Method):
     name = "bad-teacher"
     summary = "distil the original on retain samples and a random network on forget samples"
-    params = {"epochs": 1, "lr": 0.01, "temperature": Param(1.0, "temperature of the distillation KL", gt=0)}
+    params = {"epochs": 1, "lr": 0.01, "temperature": Param(1.0, "temperature of the distillation KL", gt=0,
+                                           search=Search(0.5, 8.0, log=True))}
     stream = "mixed"
 
     def setup(self, ctx: Context) -> None:

@@ -45,9 +45,22 @@ TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 @dataclass(frozen=True)
+class Search:
+    """Where `coun-lab tune` looks for a hyperparameter: [low, high], log-uniform when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def describe(self) -> str:
+        return f"[{_num(self.low)}, {_num(self.high)}]" + (" log" if self.log else "")
+
+
+@dataclass(frozen=True)
 class Param:
     """One hyperparameter: default (its type is the parameter's type), help, and valid values:
-    bounds `ge` (>=), `gt` (>), `le` (<=), `lt` (<) for numbers, `choices` for text."""
+    bounds `ge` (>=), `gt` (>), `le` (<=), `lt` (<) for numbers, `choices` for text; `search`: the
+    range `coun-lab tune` searches (None: it keeps the default)."""
 
     default: int | float | str | bool
     help: str
@@ -56,6 +69,27 @@ class Param:
     le: float | None = None
     lt: float | None = None
     choices: tuple[str, ...] = ()
+    search: Search | None = None
+
+    def __post_init__(self) -> None:
+        if self.search is not None:  # a range outside the valid values is a mistake in the code
+            self.check_search(self.search)
+
+    def check_search(self, search: Search) -> Search:
+        """`search` if both its ends are valid values and low < high (and low > 0 when log);
+        raises ValueError("...") otherwise."""
+        if self.kind not in (int, float):
+            raise ValueError(f"only numbers can be searched, not {self.describe()}")
+        for end in (search.low, search.high):
+            try:
+                self.parse(end)
+            except ValueError as exc:
+                raise ValueError(f"range end {_num(end)} is outside the valid values: {exc}") from None
+        if not search.low < search.high:
+            raise ValueError(f"the range's low end {_num(search.low)} must be below its high end {_num(search.high)}")
+        if search.log and search.low <= 0:
+            raise ValueError("a log range must start above 0")
+        return search
 
     @property
     def kind(self) -> type:
@@ -123,9 +157,12 @@ def _num(x: float) -> str:
 
 
 # Every method's optimiser: the CoUn paper's SGD (momentum 0.9, weight decay 5e-4, cosine decay).
+# Search ranges: the paper's where shared/reference/coun-method.md gives them (lr in [0.01, 0.1],
+# lambda in [0.1, 6], tau in (0, 0.3]); lr is searched a decade lower too, where SalUn, RL and Bad
+# Teacher keep their defaults.
 OPTIMISER_PARAMS: dict[str, Param] = {
     "epochs": Param(10, "training epochs", ge=1),
-    "lr": Param(0.01, "SGD learning rate at the start of the schedule", gt=0),
+    "lr": Param(0.01, "SGD learning rate at the start of the schedule", gt=0, search=Search(1e-3, 0.1, log=True)),
     "batch_size": Param(128, "samples per step (BatchNorm needs 2 or more)", ge=2),
     "momentum": Param(0.9, "SGD momentum", ge=0, lt=1),
     "weight_decay": Param(5e-4, "SGD weight decay", ge=0),
@@ -134,8 +171,8 @@ OPTIMISER_PARAMS: dict[str, Param] = {
 }
 # CoUn's contrastive term, which `--cl` adds to any method.
 CONTRASTIVE_PARAMS: dict[str, Param] = {
-    "lambda": Param(1.0, "weight of CoUn's contrastive term", ge=0),
-    "tau": Param(0.1, "temperature of CoUn's contrastive term", gt=0),
+    "lambda": Param(1.0, "weight of CoUn's contrastive term", ge=0, search=Search(0.1, 6.0, log=True)),
+    "tau": Param(0.1, "temperature of CoUn's contrastive term", gt=0, search=Search(0.02, 0.3)),
 }
 COMMON_PARAMS: dict[str, Param] = {**OPTIMISER_PARAMS, **CONTRASTIVE_PARAMS}
 
@@ -224,6 +261,14 @@ class Method:
 
     def after_step(self, ctx: Context) -> None:
         """After the optimiser step."""
+
+
+def searched(method: type[Method], cl: bool = False) -> dict[str, Search]:
+    """What `coun-lab tune` searches for a method (+CL when `cl`): each declared hyperparameter with
+    a search range, CoUn's lambda and tau only where its contrastive term is on."""
+    with_cl = cl or method.always_cl
+    return {key: p.search for key, p in method.declared().items()
+            if p.search is not None and (with_cl or key not in CONTRASTIVE_PARAMS)}
 
 
 def flag(key: str) -> str:

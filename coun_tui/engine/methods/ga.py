@@ -1,17 +1,20 @@
 """GA: gradient ascent on the forget set (-CE), small learning rate, few epochs."""
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Batch, Context, Method
+from coun_tui.engine.methods.base import OPTIMISER_PARAMS, Batch, Context, Method, Search
 
 
 @register
 class GradientAscent(Method):
     name = "ga"
     summary = "gradient ascent on the forget set (maximise its cross-entropy)"
-    params = {"epochs": 3, "lr": 1e-3}
+    # Ascent diverges fast: its lr is searched two decades below the others'.
+    params = {"epochs": 3, "lr": replace(OPTIMISER_PARAMS["lr"], default=1e-3, search=Search(1e-5, 1e-2, log=True))}
     stream = "forget"
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Batch, Context, Method, Param
+from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
 
 
 def l1_weight(gamma: float, step: int, l1_steps: int) -> float:
@@ -20,7 +20,9 @@ class L1Sparse(Method):
     summary = "fine-tune with an L1 penalty on the weights that decays linearly to zero"
     # The paper applies the penalty over the first 4 epochs (Jia et al., "model sparsity").
     params = {"epochs": 10, "lr": 0.05,
-              "gamma": Param(5e-4, "weight of the L1 penalty at the first step", ge=0),
+              # the paper's gamma range (coun-method.md)
+              "gamma": Param(5e-4, "weight of the L1 penalty at the first step", ge=0,
+                             search=Search(1e-4, 0.1, log=True)),
               "l1_epochs": Param(4, "epochs over which the L1 weight falls to 0", ge=0)}
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:

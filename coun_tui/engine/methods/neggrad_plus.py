@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Batch, Context, Method, Param
+from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
 
 
 @register
@@ -12,7 +12,8 @@ class NegGradPlus(Method):
     name = "neggrad+"
     summary = "descend on retain CE while ascending on forget CE, weighted by alpha"
     params = {"epochs": 10, "lr": 0.05,
-              "alpha": Param(0.99, "weight of the retain loss; 1 - alpha weighs the forget loss", ge=0, le=1)}
+              "alpha": Param(0.99, "weight of the retain loss; 1 - alpha weighs the forget loss", ge=0, le=1,
+                             search=Search(0.95, 0.9999))}  # the paper's range (coun-method.md)
     stream = "retain+forget"
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:

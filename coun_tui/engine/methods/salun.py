@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from coun_tui.engine import data as data_mod
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Context, Param
+from coun_tui.engine.methods.base import Context, Param, Search
 from coun_tui.engine.methods.rl import LABELS, RandomLabel
 
 
@@ -28,7 +28,9 @@ class SalUn(RandomLabel):
     name = "salun"
     summary = "random labels on forget data, updating only the most forget-salient weights"
     params = {"epochs": 10, "lr": 0.01,
-              "mask_ratio": Param(0.5, "fraction of the weights updated (the most forget-salient)", gt=0, le=1),
+              # the paper's mask-ratio range (coun-method.md)
+              "mask_ratio": Param(0.5, "fraction of the weights updated (the most forget-salient)", gt=0, le=1,
+                                  search=Search(0.1, 1.0)),
               "mask": Param("signed-sum", "saliency statistic: signed-sum (|sum of forget-batch gradients| on "
                             "augmented images, the OPTML-Group reference's) or abs-sum (sum of |gradients| on "
                             "clean images, the lab's earlier one)", choices=("signed-sum", "abs-sum")),

@@ -11,13 +11,14 @@ within 3 epochs.
 """
 
 import copy
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from coun_tui.engine import data as data_mod
 from coun_tui.engine.methods import register
-from coun_tui.engine.methods.base import Batch, Context, Method, Param
+from coun_tui.engine.methods.base import OPTIMISER_PARAMS, Batch, Context, Method, Param, Search
 from coun_tui.engine.model import ResNet18
 
 
@@ -40,10 +41,12 @@ def frozen_copy(model: ResNet18) -> ResNet18:
 class Scrub(Method):
     name = "scrub"
     summary = "max-steps on forget data away from the original, min-steps on retain: CE + KL to it"
-    params = {"epochs": 3, "lr": 5e-4,
-              "kl_weight": Param(0.001, "weight of the KL to the original in SCRUB's min-steps (alpha)", ge=0),
+    # Search ranges around the SCRUB paper's small lr and KL weight (the CoUn paper gives none).
+    params = {"epochs": 3, "lr": replace(OPTIMISER_PARAMS["lr"], default=5e-4, search=Search(1e-5, 1e-2, log=True)),
+              "kl_weight": Param(0.001, "weight of the KL to the original in SCRUB's min-steps (alpha)", ge=0,
+                                 search=Search(1e-4, 1.0, log=True)),
               "ce_weight": Param(0.99, "weight of the cross-entropy in SCRUB's min-steps (gamma)", ge=0),
-              "temperature": Param(4.0, "temperature of the distillation KL", gt=0),
+              "temperature": Param(4.0, "temperature of the distillation KL", gt=0, search=Search(1.0, 8.0)),
               "max_epochs": Param(3, "SCRUB: the first epochs, each starting with a max-pass over the forget set",
                                   ge=0),
               "forget_batch_size": Param(32, "SCRUB: forget samples per max-step", ge=2)}
