@@ -223,3 +223,18 @@ def test_search_ranges_are_declared_once_beside_each_method(cli, capsys):
     assert all(space["lr"].log for space in spaces.values())
     assert cli("methods") == 0
     assert "tune searches: lr [0.001, 0.1] log, alpha [0.95, 0.9999]" in capsys.readouterr().out
+
+
+def test_trackers_given_to_a_study_reach_every_trial_and_its_retrain(digits_model, tmp_path):
+    """`tune --log` logs every trial (and the study's own Retrain) like `unlearn --log` does, and
+    which trackers are used is not a setting of the study: a rerun may change them."""
+    from coun_tui.engine import study as study_api
+    from coun_tui.engine.forget import ForgetSpec
+
+    settings = study_api.StudySettings(model=digits_model, method="ft", forget=ForgetSpec(classes=[3]),
+                                       trials=2, epochs=1, space=study_api.search_space("ft", False, {}))
+    study, _ = study_api.prepare(tmp_path / "s", settings, log=["tensorboard"])
+    assert study.trial_spec({"lr": 0.01}).log == ["tensorboard"]
+    assert study.retrain_spec().log == ["tensorboard"]
+    plain, _ = study_api.prepare(tmp_path / "s", settings)
+    assert plain.trial_spec({"lr": 0.01}).log == []

@@ -17,11 +17,13 @@ from coun_tui.cli.base import (
     FORGET_FRACTION,
     FORGET_INDICES,
     GPUS_PER_RUN,
+    LOG,
     SEED,
     class_index_for,
     command,
     fail,
     forget_spec,
+    log_targets,
     method_names,
 )
 
@@ -75,7 +77,7 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
          jobs: int = typer.Option(1, "--jobs", help="trials at once (within each device's limit)"),
          backend: str | None = BACKEND, address: str | None = ADDRESS,
          gpus_per_run: float | None = GPUS_PER_RUN, cpus_per_run: float | None = CPUS_PER_RUN,
-         data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
+         data_root: str | None = DATA_ROOT, dataset: str | None = DATASET, log: list[str] = LOG):
     """Search each method's hyperparameters (the ranges `coun-lab methods` shows) with Optuna, every
     trial a run; the objective is the Avg. Gap to Retrain with TA on the test set's validation half."""
     study_api, tune_api = tune_engine()
@@ -108,7 +110,7 @@ def tune(model: str | None = typer.Option(None, "--model", help="checkpoint ever
             seed=seed, half_seed=half_seed, space=study_api.search_space(cls.name, cl, overrides),
             reference=str(Path(shared_ref).resolve()) if shared_ref else None, storage=storage, dataset=dataset)
         folder = out / settings.label.lower() if several else out
-        plans.append(study_api.prepare(folder, settings, device, data_root))
+        plans.append(study_api.prepare(folder, settings, device, data_root, log_targets(log)))
     chosen_pruner = tune_api.make_pruner(pruner)
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run)
     try:

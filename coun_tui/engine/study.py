@@ -124,10 +124,11 @@ class Study:
     """A study folder, its settings, and where its trials run (device, data root: not settings)."""
 
     def __init__(self, folder: str | Path, settings: StudySettings, device: str = "auto",
-                 data_root: str | None = None):
+                 data_root: str | None = None, log: list[str] | None = None):
         self.folder = Path(folder)
         self.settings = settings
-        self.device, self.data_root = device, data_root  # where it runs: not part of the settings
+        # Where it runs and which trackers its runs log to: not part of the settings.
+        self.device, self.data_root, self.log = device, data_root, list(log or [])
 
     @property
     def reference(self) -> Path:
@@ -142,13 +143,14 @@ class Study:
         hp = check_hparams(get_method(s.method), {**params, "epochs": s.epochs}, str)
         return RunSpec(method=s.method, model=s.model, dataset=s.dataset, forget=replace(s.forget, seed=s.seed),
                        cl=s.cl, hparams=hp, seed=s.seed, reference=str(self.reference), test_half="val",
-                       half_seed=s.half_seed, device=self.device, data_root=self.data_root)
+                       half_seed=s.half_seed, device=self.device, data_root=self.data_root,
+                       log=list(self.log))
 
     def retrain_spec(self) -> RunSpec:
         s = self.settings
         return RunSpec(method="retrain", model=s.model, dataset=s.dataset, forget=replace(s.forget, seed=s.seed),
                        seed=s.seed, test_half="val", half_seed=s.half_seed, device=self.device,
-                       data_root=self.data_root)
+                       data_root=self.data_root, log=list(self.log))
 
 
 def settings_path(folder: Path) -> Path:
@@ -204,7 +206,7 @@ def check_database(folder: Path, settings: StudySettings, name: str | None) -> N
 
 
 def prepare(folder: str | Path, settings: StudySettings, device: str = "auto",
-            data_root: str | None = None) -> tuple[Study, str | None]:
+            data_root: str | None = None, log: list[str] | None = None) -> tuple[Study, str | None]:
     """The study, its Optuna name if it was started before (None: new), every check made before
     anything is written: settings that differ from the folder's, a foreign database, bad settings."""
     folder = Path(folder)
@@ -219,14 +221,14 @@ def prepare(folder: str | Path, settings: StudySettings, device: str = "auto",
     check_database(folder, settings, name)
     if settings.trials < 1 or settings.epochs < 1:
         raise UserError(f"--trials {settings.trials} --epochs {settings.epochs}: give at least 1 of each")
-    return Study(folder, settings, device, data_root), name
+    return Study(folder, settings, device, data_root, log), name
 
 
 class StudyLock:
     """One study process per folder: it alone tells trials and retries cut-off ones."""
 
     def __init__(self, folder: Path):
-        self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
