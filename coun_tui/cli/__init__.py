@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
 from coun_tui.cli import app as _app_commands  # noqa: F401  (registers tui, serve)
 from coun_tui.cli import bench as _bench_commands  # noqa: F401
 from coun_tui.cli import experiments as _experiment_commands  # noqa: F401
+from coun_tui.cli import figure as _figure_commands  # noqa: F401
 from coun_tui.cli.base import add_hparam_flags, app
 from coun_tui.cli.models import train
 from coun_tui.cli.runs import unlearn

@@ -30,7 +30,8 @@ class LabCommand(_HelpIsAFlag, TyperCommand):
 
 # The order `coun-lab --help` lists the commands in (a command not named here follows, in the order
 # its module registered it).
-COMMAND_ORDER = ("train", "unlearn", "runs", "eval", "methods", "tui", "serve", "compare", "sweep", "curve", "bench")
+COMMAND_ORDER = ("train", "unlearn", "runs", "eval", "methods", "tui", "serve", "compare", "sweep", "curve", "bench",
+                 "figure")
 
 
 class LabGroup(_HelpIsAFlag, TyperGroup):
