@@ -64,7 +64,7 @@ def _table1(folder: Path, forget: str, png: Path | None) -> None:
     from coun_tui.figure_plots import table_png
 
     rows = table1(folder, forget)
-    title = f"Table 1 ({folder.name}, {forget}): mean ± std over seeds (gap to Retrain)"
+    title = f"Table 1 ({folder}, {forget}): mean ± std over seeds (gap to Retrain)"
     typer.echo(f"{title}\n\n" + render(rows, "md", with_legend=False, columns=TABLE1_COLUMNS))
     if png is not None:
         table_png(rows, TABLE1_COLUMNS, title, png)
@@ -75,7 +75,7 @@ def _fig4(folders: list[Path], png: Path | None) -> None:
     from coun_tui.figure_plots import gains_png, gains_terminal
 
     gains = cl_gains(folders)
-    title = f"Figure 4 ({', '.join(f.name for f in folders)}): +CL's change of the Avg. Gap (positive: better)"
+    title = f"Figure 4 ({', '.join(map(str, folders))}): +CL's change of the Avg. Gap (positive: better)"
     typer.echo(gains_terminal(gains, title))
     if png is not None:
         gains_png(gains, title, png)

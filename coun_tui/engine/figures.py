@@ -202,7 +202,7 @@ def cl_gains(folders: list[Path]) -> list[Gain]:
     (two sweeps may hold the same ratio, e.g. on two datasets)."""
     gains: dict[tuple[str, float], Gain] = {}
     for folder in folders:
-        prefix = f"{folder.name}/" if len(folders) > 1 else ""
+        prefix = "/".join(folder.parts[-2:]) + "/" if len(folders) > 1 else ""
         for tag, rows in read_tables(folder).items():
             if not (match := RATIO.match(tag)):
                 continue
