@@ -16,7 +16,7 @@ KINDS = {"embedding": "Figures 1 and 3: each model's penultimate features (t-SNE
 @command()
 def figure(kind: str = typer.Argument(..., help="embedding (Figures 1 and 3), table1 or fig4"),
            folders: list[Path] = typer.Argument(..., help="sweep folders (an experiment file's `out`); "
-                                                "embedding also takes one seed's folder OUT/<forget>/seed-<s>"),
+                                                "embedding also takes seed folders OUT/<forget>/seed-<s>"),
            png: Path | None = typer.Option(None, "--png", help="also write the figure as a PNG (needs "
                                               "matplotlib: pip install -e '.\\[plots]')"),
            runs: str = typer.Option("retrain,coun,ft,neggrad+", "--runs",
@@ -29,12 +29,12 @@ def figure(kind: str = typer.Argument(..., help="embedding (Figures 1 and 3), ta
     """Draw a figure of the CoUn poster from finished sweeps (see docs/figures.md)."""
     if kind not in KINDS:
         fail(f"unknown figure {kind!r}; use one of: {', '.join(KINDS)}")
-    if kind != "fig4" and len(folders) > 1:
-        fail(f"{kind} draws one sweep folder; give one (fig4 takes several)")
+    if kind == "table1" and len(folders) > 1:
+        fail("table1 draws one sweep folder; give one (embedding and fig4 take several)")
     if min(retain_samples, forget_samples) < 1:
         fail("--retain-samples and --forget-samples must be at least 1")
     if kind == "embedding":
-        _embedding(folders[0], tuple(method_names(runs)), seed, retain_samples, forget_samples, png)
+        _embedding(folders, tuple(method_names(runs)), seed, retain_samples, forget_samples, png)
     elif kind == "table1":
         _table1(folders[0], forget, png)
     else:
@@ -43,12 +43,12 @@ def figure(kind: str = typer.Argument(..., help="embedding (Figures 1 and 3), ta
         typer.echo(f"wrote {png}", err=True)
 
 
-def _embedding(folder: Path, runs: tuple[str, ...], seed: int, n_retain: int, n_forget: int,
+def _embedding(folders: list[Path], runs: tuple[str, ...], seed: int, n_retain: int, n_forget: int,
                png: Path | None) -> None:
     from coun_tui.engine.figures import embedding, finished_models, seed_folders
     from coun_tui.figure_plots import embedding_png, embedding_terminal
 
-    found = seed_folders(folder, seed)
+    found = [where for folder in folders for where in seed_folders(folder, seed)]  # one row of panels each
     for where in found:  # refuse before the slow part if any folder lacks a run
         finished_models(where, runs)
     drawn = [embedding(where, runs, n_retain, n_forget, seed) for where in found]
