@@ -87,6 +87,8 @@ def test_a_folder_missing_runs_is_refused_in_one_line(ratio_sweep, tmp_path, cap
         assert err.count("\n") == 1 and "table.json: no sweep table here" in err
     assert cli("figure", "table1", ratio_sweep, "--forget", "class-3") == 2
     assert "no finished runs on class-3 (it has random-10pct, random-30pct)" in capsys.readouterr().err
+    assert cli("figure", "table1", ratio_sweep, ratio_sweep) == 2
+    assert "table1 draws one sweep folder" in capsys.readouterr().err
     assert cli("figure", "fig5", ratio_sweep) == 2
     assert "unknown figure 'fig5'" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))  # a refused figure writes nothing
