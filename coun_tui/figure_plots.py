@@ -85,7 +85,7 @@ def embedding_png(embeddings: list[Embedding], path: Path) -> None:
     fig.legend(handles=handles, loc="outside right center", fontsize=7, title="class", title_fontsize=7)
     fig.suptitle("Penultimate features (t-SNE); large dots: forget samples, coloured by their nearest "
                  "retain-class centroid", fontsize=10)
-    _save(plt, fig, path)
+    _save(plt, fig, path, dpi=90)  # thousands of dots: keep a committed figure small
 
 
 def table_png(rows: list[dict[str, Any]], columns: tuple[str, ...], title: str, path: Path) -> None:
@@ -153,7 +153,7 @@ def _gain_matrix(gains: list[Gain]) -> tuple[list[float], list[str], list[list[f
     return ratios, methods, [[at.get((m, r), 0.0) for r in ratios] for m in methods]
 
 
-def _save(plt: Any, fig: Any, path: Path) -> None:
+def _save(plt: Any, fig: Any, path: Path, dpi: int = 110) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
