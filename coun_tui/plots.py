@@ -30,6 +30,20 @@ def _fresh_figure(plt) -> None:
     plt.clear_figure()
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot drawing to files only, or one line saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        from coun_tui.engine import UserError
+
+        raise UserError("--png needs matplotlib: pip install -e '.[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def budget_terminal(series: Series, axis: str, title: str, width: int = 120, height: int = 24) -> str:
     """Avg. Gap against the axis (left) and against PFLOPs (right) as terminal text."""
     import plotext as plt
@@ -56,14 +70,7 @@ def budget_terminal(series: Series, axis: str, title: str, width: int = 120, hei
 
 def budget_png(series: Series, axis: str, title: str, path: Path) -> None:
     """The same two plots as a PNG, with matplotlib (an optional extra)."""
-    try:
-        import matplotlib
-    except ImportError:
-        from coun_tui.engine import UserError
-
-        raise UserError("--png needs matplotlib: pip install -e '.[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, NullLocator
 
     log_y = _log_gaps(series)

@@ -22,6 +22,7 @@ from coun_tui.cli import app as _app_commands  # noqa: F401  (registers tui, ser
 from coun_tui.cli import bench as _bench_commands  # noqa: F401
 from coun_tui.cli import experiments as _experiment_commands  # noqa: F401
 from coun_tui.cli import export as _export_command  # noqa: F401
+from coun_tui.cli import figure as _figure_commands  # noqa: F401
 from coun_tui.cli import oracle as _oracle_commands  # noqa: F401
 from coun_tui.cli import tune as _tune_commands  # noqa: F401
 from coun_tui.cli.base import add_hparam_flags, app

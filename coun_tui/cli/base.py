@@ -30,8 +30,8 @@ class LabCommand(_HelpIsAFlag, TyperCommand):
 
 # The order `coun-lab --help` lists the commands in (a command not named here follows, in the order
 # its module registered it).
-COMMAND_ORDER = ("train", "unlearn", "runs", "eval", "methods", "tui", "serve", "compare", "sweep", "curve", "tune",
-                 "oracle", "export", "bench")
+COMMAND_ORDER = ("train", "unlearn", "runs", "eval", "methods", "tui", "serve", "compare", "sweep", "curve", "figure",
+                 "tune", "oracle", "export", "bench")
 
 
 class LabGroup(_HelpIsAFlag, TyperGroup):

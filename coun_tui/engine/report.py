@@ -157,13 +157,35 @@ def _fmt(row: dict[str, Any], col: str, with_std: bool) -> str:
     return text
 
 
-def _shown_columns(rows: list[dict[str, Any]]) -> list[str]:
+def _shown_columns(rows: list[dict[str, Any]], only: Sequence[str] | None = None) -> list[str]:
     with_std = any("n" in r for r in rows)
     wanted = set(ALWAYS) | ({"avg_gap_seeds"} if with_std else set())
-    return [c for c in COLUMNS if c in wanted or any(_fmt(r, c, False) != "-" for r in rows)]
+    shown = [c for c in COLUMNS if c in wanted or any(_fmt(r, c, False) != "-" for r in rows)]
+    return shown if only is None else [c for c in only if c in shown]
 
 
-def render(rows: list[dict[str, Any]], fmt: str = "md", with_legend: bool = True) -> str:
+def table_cells(rows: list[dict[str, Any]], columns: Sequence[str] | None = None,
+                ) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """The table as text cells: header, one list of cells per row (the method first), and the
+    (row, column) positions of the best value per column; Markdown and the figures draw from it.
+    `columns`: only these (in this order), e.g. the poster's Table 1 columns."""
+    with_std = any("n" in r for r in rows)
+    best = best_per_column(rows)
+    shown = _shown_columns(rows, columns)
+    head = ["Method", *(HEADERS[c] for c in shown)]
+    body, marked = [], set()
+    for i, r in enumerate(rows):
+        cells = [_md(r["method"]) + (f" (n={r['n']})" if with_std else f" `{_md(r.get('run', ''))}`")]
+        for j, col in enumerate(shown, start=1):
+            cells.append(text := _fmt(r, col, with_std))
+            if best.get(col) == i and text != "-":
+                marked.add((i, j))
+        body.append(cells)
+    return head, body, marked
+
+
+def render(rows: list[dict[str, Any]], fmt: str = "md", with_legend: bool = True,
+           columns: Sequence[str] | None = None) -> str:
     """Rows from row_of (one run each) or aggregate (mean ± std over seeds). Markdown says under
     the table which Avg. Gap it shows, and then (with_legend) what its other columns mean."""
     if fmt == "json":
@@ -177,17 +199,11 @@ def render(rows: list[dict[str, Any]], fmt: str = "md", with_legend: bool = True
         return buf.getvalue()
     if fmt != "md":
         raise UserError(f"unknown format {fmt!r}; use md, csv or json")
-    with_std = any("n" in r for r in rows)
-    best = best_per_column(rows)
-    columns = _shown_columns(rows)
-    head = ["Method", *(HEADERS[c] for c in columns)]
+    head, body, best = table_cells(rows, columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(rows):
-        cells = [_md(r["method"]) + (f" (n={r['n']})" if with_std else f" `{_md(r.get('run', ''))}`")]
-        for col in columns:
-            text = _fmt(r, col, with_std)
-            cells.append(f"**{text}**" if best.get(col) == i and text != "-" else text)
-        lines.append("| " + " | ".join(cells) + " |")
+    for i, cells in enumerate(body):
+        lines.append("| " + " | ".join(f"**{c}**" if (i, j) in best else c for j, c in enumerate(cells)) + " |")
+    with_std = any("n" in r for r in rows)
     text = "\n".join(lines) + "\n\n" + (OVER_SEEDS if with_std else PER_RUN) + "\n"
     return text + "\n" + legend(rows) if with_legend else text
 
