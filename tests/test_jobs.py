@@ -22,8 +22,10 @@ QUICK = {"epochs": 1, "batch_size": 128}  # GA on the forget set: 2 steps
 
 
 def spec(model, method="ft", **hparams) -> RunSpec:
+    # The runs acted on mid-run get a small live probe: its evaluation before the first step is time
+    # these tests only wait out. QUICK runs keep the full one: a test acts while one still runs.
     return RunSpec(method=method, model=model, forget=ForgetSpec(classes=[3]), hparams=hparams or SLOW,
-                   device="cpu")
+                   device="cpu", probe_size=RunSpec.probe_size if hparams else 64)
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.1):

@@ -28,8 +28,14 @@ class StopAfter:
         return self.seen > self.n
 
 
+# The live probe is evaluated before the first step and after every epoch; what these tests assert
+# (losses, weights, FLOPs, the final full-set metrics) does not depend on its size.
+PROBE = 64
+
+
 def events_of(model, method, stop_after=None, **kw):
-    spec = RunSpec(method=method, model=model, forget=kw.pop("forget", ForgetSpec(classes=[3])), **kw)
+    spec = RunSpec(method=method, model=model, forget=kw.pop("forget", ForgetSpec(classes=[3])),
+                   probe_size=PROBE, **kw)
     prep = prepare(spec)
     return prep, list(run(prep, StopAfter(stop_after) if stop_after else None))
 
@@ -136,15 +142,21 @@ def test_cl_changes_the_loss_and_nothing_else(digits_model):
         assert torch.equal(p, q)
 
 
-def test_plain_ce_flops_match_three_forward_passes_per_sample(digits_model):
+@pytest.fixture(scope="module")
+def one_epoch(digits_model):
+    """One epoch of FT and of CoUn forgetting class 3: the FLOP counts of both tests below."""
+    return {method: events_of(digits_model, method, hparams={"epochs": 1}) for method in ("ft", "coun")}
+
+
+def test_plain_ce_flops_match_three_forward_passes_per_sample(one_epoch):
     from coun_tui.engine.metrics import forward_flops
 
-    prep, events = events_of(digits_model, "ft", hparams={"epochs": 1})
+    prep, events = one_epoch["ft"]
     done = events[-1]
     images = [e for e in events if isinstance(e, Step)][-1].images
     expected = 3 * forward_flops(prep.model, (1, 8, 8)) * images
     assert done.flops == pytest.approx(expected, rel=0.02)
-    prep_cl, events_cl = events_of(digits_model, "coun", hparams={"epochs": 1})
+    prep_cl, events_cl = one_epoch["coun"]
     assert events_cl[-1].flops > 1.8 * done.flops  # CoUn's second view is counted
 
 
@@ -258,9 +270,8 @@ def test_bad_teacher_pulls_forget_outputs_toward_the_random_teacher(digits_model
     assert set(steps[0].losses) == {"kl", "total"}
 
 
-def test_paper_count_is_four_thirds_of_ft_for_coun_at_equal_epochs(digits_model):
-    _, ft = events_of(digits_model, "ft", hparams={"epochs": 1})
-    _, coun = events_of(digits_model, "coun", hparams={"epochs": 1})
+def test_paper_count_is_four_thirds_of_ft_for_coun_at_equal_epochs(one_epoch):
+    (_, ft), (_, coun) = one_epoch["ft"], one_epoch["coun"]
     assert coun[-1].paper_flops / ft[-1].paper_flops == pytest.approx(4 / 3)
     assert coun[-1].flops / ft[-1].flops == pytest.approx(2.0, rel=0.02)  # measured: both views' backward
 
