@@ -170,6 +170,7 @@ def serve(path: Path) -> int:
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(str(path))
+    bound = os.stat(path).st_ino  # unlinked at exit only if no newer server has replaced it
     listener.listen(16)
     listener.settimeout(CHECK_SECONDS)
     idle = float(os.environ.get("COUN_LAB_WARM_IDLE", 1800))
@@ -189,7 +190,7 @@ def serve(path: Path) -> int:
                     return 0
     finally:
         with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
+            if os.stat(path).st_ino == bound:
                 path.unlink()
         listener.close()
     return 0
