@@ -45,6 +45,9 @@ ENV_READ_AT_CALL = ("COUN_LAB_QUEUES", "COUN_LAB_RUNS", "COUN_LAB_WARM", "COUN_L
 REPLY_SECONDS = 10.0  # how long a launcher waits for the server's answer
 CHECK_SECONDS = 2.0  # how often an idle server re-reads its fingerprint
 MAX_MESSAGE = 1 << 20
+WORKER = "coun_tui.engine.worker"  # the module a job's worker runs, forked or fresh
+# What a worker imports, by name: the server only loads them (they import the launcher's modules).
+PRELOAD = ("coun_tui.engine.runner", "coun_tui.engine.runs", WORKER)
 
 
 def warm_dir() -> Path | None:
@@ -128,6 +131,12 @@ def start_server(fp: str | None = None) -> None:
                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_if_absent() -> None:
+    """Have this environment's server ready for the first launch (the app calls it at start)."""
+    if warm_dir() is not None and server_pid() is None:
+        start_server()
+
+
 def server_pid(fp: str | None = None) -> int | None:
     """The pid of this environment's server if it answers, else None."""
     path = socket_path(fp)
@@ -197,14 +206,10 @@ def serve(path: Path) -> int:
 
 
 def _preload() -> None:
-    """Import what a worker imports (torch, the engine); run nothing."""
-    import coun_tui.engine.methods
-    import coun_tui.engine.runner
-    import coun_tui.engine.runs
-    import coun_tui.engine.worker  # noqa: F401
-
-    coun_tui.engine.methods.all_methods()
-
+    """Import what a worker imports (torch, the engine, every method); run nothing."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    importlib.import_module("coun_tui.engine.methods").all_methods()  # each method's module
 
 def _reap() -> None:
     with contextlib.suppress(ChildProcessError):
@@ -246,10 +251,8 @@ def _become_worker(request: dict[str, Any], fds: list[int], server_fds: tuple[in
         os.environ.clear()
         os.environ.update(request["env"])
         _place_descriptors(fds, [int(n) for n in request["fds"]], Path(request["log"]))
-        from coun_tui.engine import worker
-
-        worker.TRAINER_STARTED = time.monotonic()
-        sys.argv = [worker.__file__, *request["args"]]
+        worker = importlib.import_module(WORKER)  # preloaded: named, as `python -m` names it
+        sys.argv = [str(worker.__file__), *request["args"]]
         code = worker.main(list(request["args"]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
