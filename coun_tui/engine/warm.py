@@ -47,7 +47,9 @@ CHECK_SECONDS = 2.0  # how often an idle server re-reads its fingerprint
 MAX_MESSAGE = 1 << 20
 WORKER = "coun_tui.engine.worker"  # the module a job's worker runs, forked or fresh
 # What a worker imports, by name: the server only loads them (they import the launcher's modules).
-PRELOAD = ("coun_tui.engine.runner", "coun_tui.engine.runs", WORKER)
+# Datasets load through scikit-learn and scipy, and PCA draws the embedding: seconds of imports.
+PRELOAD = ("coun_tui.engine.runner", "coun_tui.engine.runs", WORKER, "sklearn.datasets", "sklearn.model_selection",
+           "sklearn.decomposition", "scipy.io")
 
 
 def warm_dir() -> Path | None:
