@@ -42,7 +42,8 @@ ENV_NAMES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "LD_P
 ENV_PREFIXES = ("OMP_", "MKL_", "GOMP_", "TORCH_", "PYTORCH_", "CUDA_", "CUBLAS_", "COUN_LAB_")
 # Read afresh on every call, so the child's environment (the launcher's) decides them.
 ENV_READ_AT_CALL = ("COUN_LAB_QUEUES", "COUN_LAB_RUNS", "COUN_LAB_WARM", "COUN_LAB_WARM_IDLE")
-REPLY_SECONDS = 10.0  # how long a launcher waits for the server's answer
+CONNECT_SECONDS = 2.0  # a server that does not take the call within this is not used
+REPLY_SECONDS = 60.0  # how long a launcher waits for the answer to a sent request
 CHECK_SECONDS = 2.0  # how often an idle server re-reads its fingerprint
 MAX_MESSAGE = 1 << 20
 WORKER = "coun_tui.engine.worker"  # the module a job's worker runs, forked or fresh
@@ -111,8 +112,10 @@ def spawn_worker(args: list[str], fds: list[int], log: Path) -> int | None:
 
 def _ask(path: Path, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
-        conn.settimeout(REPLY_SECONDS)
+        conn.settimeout(CONNECT_SECONDS)
         conn.connect(str(path))
+        # Once sent, the server may have forked the worker: wait long rather than start a second one.
+        conn.settimeout(REPLY_SECONDS)
         socket.send_fds(conn, [json.dumps(request).encode()], fds)
         answer = conn.recv(MAX_MESSAGE)
     reply = json.loads(answer or b"{}")
@@ -221,7 +224,7 @@ def _reap() -> None:
 
 def _handle(conn: socket.socket, fp: str, server_fds: tuple[int, ...]) -> bool:
     """Answer one request; False when the server must exit (a launcher of another fingerprint)."""
-    conn.settimeout(REPLY_SECONDS)
+    conn.settimeout(CONNECT_SECONDS)
     data, fds, _, _ = socket.recv_fds(conn, MAX_MESSAGE, 16)
     try:
         request = json.loads(data or b"{}")

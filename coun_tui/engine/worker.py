@@ -1,7 +1,8 @@
 """The worker of one job: `python -m coun_tui.engine.worker RUN_DIR ...`, started by jobs.launch.
 
 Two processes, so that a death is always recorded:
-- the supervisor (this module's main; torch is never imported in it) waits for the job's turn in
+- the supervisor (this module's main; torch is not imported in it, or, when the warm server forked
+  it, imported but never run) waits for the job's turn in
   its device queue, starts the trainer, enforces a cancel's grace period, and when the trainer is
   gone without a verdict writes how it died (exit code or signal) into status.json;
 - the trainer (`--trainer`) calls run_job(), the one function that runs a job, here as in any
