@@ -9,6 +9,8 @@ os.environ.setdefault("COUN_LAB_CANCEL_GRACE", "3")  # read when coun_tui.engine
 # Module- and session-scoped fixtures launch jobs before the per-test queues below exist: they
 # queue here, never behind the user's own runs.
 os.environ["COUN_LAB_QUEUES"] = tempfile.mkdtemp(prefix="coun-lab-test-queues-")
+# No warm worker server (engine/warm.py) unless a test starts its own: none outlives the tests.
+os.environ["COUN_LAB_WARM"] = "off"
 
 
 @pytest.fixture(autouse=True)

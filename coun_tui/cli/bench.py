@@ -18,6 +18,8 @@ def bench(device: str = DEVICE,
                                       "img/s, launch to first step, following CPU (three short digits runs)"),
           metrics: bool = bool_flag("--metrics", "instead: what the metrics beyond RA/UA/TA/MIA add to a digits "
                                     "run and to a live refresh"),
+          method_speed: bool = bool_flag("--methods", "instead: every method (and +CL) on the same digits data for "
+                                         "--steps steps: img/s, FLOPs per image, FLOP/s against the bare step's"),
           ray_costs: bool = bool_flag("--ray", "also measure Ray's overhead per run against the local backend, "
                                       "and 4 runs sharing a GPU vs one after another (needs Ray; a local one, "
                                       "or --address)"),
@@ -28,6 +30,14 @@ def bench(device: str = DEVICE,
     from coun_tui.engine.runner import resolve_device
 
     dev = resolve_device(device)
+    if method_speed:
+        from coun_tui.engine.bench_methods import run_bench_methods, table
+
+        typer.echo(f"device {dev}, the shipped digits model, class 3 forgotten, batch {batch_size}, "
+                   f"{max(steps, 3)} steps per method (FLOP/s over the steps after each epoch's first)")
+        for line in table(*run_bench_methods(str(DEFAULT_MODEL), str(dev), max(steps, 3), batch_size)):
+            typer.echo(line)
+        return
     if metrics:
         rows = run_metrics_bench(str(DEFAULT_MODEL), dev)
         width = max(len(name) for name, _, _ in rows)

@@ -22,14 +22,9 @@ from coun_tui.engine.model import ResNet18
 from coun_tui.engine.runner import autocast_for
 
 
-def _step_rate(model: ResNet18, x: torch.Tensor, y: torch.Tensor, autocast: Autocast, channels_last: bool,
-               steps: int) -> float:
-    model.train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    else:
-        model.to(memory_format=torch.contiguous_format)
+def bare_step(model: ResNet18, x: torch.Tensor, y: torch.Tensor, autocast: Autocast) -> Callable[[], None]:
+    """One plain training step on (x, y): forward under `autocast`, cross-entropy, backward, SGD
+    (momentum 0.9). The yardstick every method's loop is measured against."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -39,12 +34,24 @@ def _step_rate(model: ResNet18, x: torch.Tensor, y: torch.Tensor, autocast: Auto
         loss.backward()
         opt.step()
 
+    return step
+
+
+def _step_rate(model: ResNet18, x: torch.Tensor, y: torch.Tensor, autocast: Autocast, channels_last: bool,
+               steps: int) -> float:
+    model.train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        model.to(memory_format=torch.contiguous_format)
+    step = bare_step(model, x, y, autocast)
     step()  # warm-up
-    _sync(x.device)
+    sync(x.device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(x.device)
+    sync(x.device)
     return steps * len(x) / (time.perf_counter() - start)
 
 
@@ -54,16 +61,16 @@ def _infer_rate(model: ResNet18, x: torch.Tensor, autocast: Autocast, steps: int
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast():
         model(x)  # warm-up
-    _sync(x.device)
+    sync(x.device)
     start = time.perf_counter()
     for _ in range(steps):
         with autocast():
             model(x)
-    _sync(x.device)
+    sync(x.device)
     return steps * len(x) / (time.perf_counter() - start)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -86,11 +93,11 @@ def run_bench(device: torch.device, image_size: int = 28, channels: int = 1, bat
     fake = data_mod.DeviceData(x, y, x, y, torch.zeros(channels, device=device), max(1, image_size // 8), True)
     gen = torch.Generator(device=device).manual_seed(0)
     data_mod.augment(x, fake, gen)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(20):
         data_mod.augment(x, fake, gen)
-    _sync(device)
+    sync(device)
     rows.append(("batched augmentation (crop + flip)", 20 * batch_size / (time.perf_counter() - start), "img/s"))
     base = rows[0][1]
     rows += [(f"speed-up of {name} over fp32", value / base, "x") for name, value, unit in rows[1:len(configs)]]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coun_tui.engine import UserError
+from coun_tui.engine import UserError, warm
 from coun_tui.engine.events import Event
 from coun_tui.engine.records import read_event
 from coun_tui.engine.rundir import (
@@ -91,13 +91,14 @@ def launch(spec: RunSpec, out: str | Path, device: str, find_reference_in: str |
                      threads=threads)
         ticket = Ticket.take(device, run_dir)
         _reap()
-        with open_append(run_dir / LOG_FILE) as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--lock-fd", str(lock.fd),
-                 "--ticket", str(ticket.path), "--ticket-fd", str(ticket.fd), "--device", device],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                pass_fds=(lock.fd, ticket.fd))
-        _children.append(proc)
+        args = [str(run_dir), "--lock-fd", str(lock.fd), "--ticket", str(ticket.path), "--ticket-fd",
+                str(ticket.fd), "--device", device]
+        if warm.spawn_worker(args, [lock.fd, ticket.fd], run_dir / LOG_FILE) is None:  # no warm server
+            with open_append(run_dir / LOG_FILE) as log:
+                _children.append(subprocess.Popen(
+                    [sys.executable, "-m", "coun_tui.engine.worker", *args],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    pass_fds=(lock.fd, ticket.fd)))
     except BaseException as exc:
         if ticket is not None:
             ticket.release()

@@ -234,30 +234,33 @@ class FlopMeter:
 
     def measure(self, signature: tuple[Any, ...]) -> AbstractContextManager[object]:
         """Context manager for one step; counts it if its signature is new, else adds the cache."""
-        from torch.utils.flop_counter import FlopCounterMode
+        return _Measured(self, signature)
 
-        meter = self
 
-        class _Ctx:
-            counter: FlopCounterMode | None
+class _Measured:
+    """FlopMeter.measure's context: a plain class, not one built anew on every training step."""
 
-            def __enter__(self) -> _Ctx:
-                self.counter = None
-                if signature not in meter._per_signature:
-                    self.counter = FlopCounterMode(display=False)
-                    self.counter.__enter__()
-                return self
+    def __init__(self, meter: FlopMeter, signature: tuple[Any, ...]):
+        self.meter, self.signature = meter, signature
+        self.counter: Any = None
 
-            def __exit__(self, *exc: Any) -> Literal[False]:
-                if self.counter is not None:
-                    self.counter.__exit__(*exc)
-                    if exc[0] is None:
-                        meter._per_signature[signature] = float(self.counter.get_total_flops())
-                if exc[0] is None:
-                    meter.total += meter._per_signature[signature]
-                return False
+    def __enter__(self) -> _Measured:
+        if self.signature not in self.meter._per_signature:
+            from torch.utils.flop_counter import FlopCounterMode
 
-        return _Ctx()
+            self.counter = FlopCounterMode(display=False)
+            self.counter.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Literal[False]:
+        meter = self.meter
+        if self.counter is not None:
+            self.counter.__exit__(*exc)
+            if exc[0] is None:
+                meter._per_signature[self.signature] = float(self.counter.get_total_flops())
+        if exc[0] is None:
+            meter.total += meter._per_signature[self.signature]
+        return False
 
 
 def forward_flops(model: ResNet18, input_shape: tuple[int, ...]) -> float:

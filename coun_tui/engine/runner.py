@@ -552,8 +552,9 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
                 loss = functools.reduce(torch.add, losses.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            if not torch.isfinite(loss):
-                yield Failed(f"loss became {loss.item()} at step {ctx.step + 1} (epoch {epoch + 1}); "
+            values = _read_losses(losses, loss)  # the step's one wait for the device
+            if not math.isfinite(values["total"]):
+                yield Failed(f"loss became {values['total']} at step {ctx.step + 1} (epoch {epoch + 1}); "
                              "lower --lr" + (" or raise --tau" if prep.use_cl else ""))
                 return
             method.before_step(ctx)
@@ -563,8 +564,6 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             trained = len(idx) + (0 if batch.forget_x is None else len(batch.forget_x))
             images += trained
             ctx.flops.count_images(trained=trained)
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            values["total"] = float(loss.detach())
             yield Step(ctx.step, epoch + 1, values, lr, images, ctx.flops.total, time.perf_counter() - start)
         yield from _epoch_events(prep, probes, epoch + 1)
 
@@ -574,6 +573,14 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
     paper = ctx.flops.paper_count(metrics.forward_flops(model, tuple(data.train_x.shape[1:])))
     yield Done({**final, "gap": gap, "avg_gap": avg}, time.perf_counter() - start, ctx.flops.total,
                paper_flops=paper, reference=view if method.from_scratch and len(forget) else None)
+
+
+def _read_losses(losses: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
+    """The step's loss components and total as Python floats, copied to the host in one transfer
+    (a float() per component would wait for the device once each)."""
+    parts = [v.detach().float().reshape(()) for v in losses.values()] + [total.detach().float().reshape(())]
+    numbers = torch.stack(parts).tolist()
+    return {**dict(zip(losses, numbers[:-1], strict=True)), "total": numbers[-1]}
 
 
 def _view(data: data_mod.DeviceData, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

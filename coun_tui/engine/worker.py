@@ -1,7 +1,8 @@
 """The worker of one job: `python -m coun_tui.engine.worker RUN_DIR ...`, started by jobs.launch.
 
 Two processes, so that a death is always recorded:
-- the supervisor (this module's main; torch is never imported in it) waits for the job's turn in
+- the supervisor (this module's main; torch is not imported in it, or, when the warm server forked
+  it, imported but never run) waits for the job's turn in
   its device queue, starts the trainer, enforces a cancel's grace period, and when the trainer is
   gone without a verdict writes how it died (exit code or signal) into status.json;
 - the trainer (`--trainer`) calls run_job(), the one function that runs a job, here as in any
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,8 +158,7 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
             write_status(run_dir, state="cancelled", note="", reason="")
             return 0
         write_status(run_dir, note="")
-        child = subprocess.Popen([sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--trainer"],
-                                 pass_fds=(args.lock_fd, ticket.fd, ticket.slot_fd), stdin=subprocess.DEVNULL)
+        child = _start_trainer(run_dir, (args.lock_fd, ticket.fd, ticket.slot_fd))
         write_status(run_dir, pid=child.pid)
         with contextlib.suppress(OSError):
             lock.set_holder(role="worker", trainer=child.pid)
@@ -170,11 +171,57 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
                 child.wait()
                 break
             time.sleep(0.2)
-        _record_exit(run_dir, child.returncode, asked is not None)
+        _record_exit(run_dir, child.wait(), asked is not None)
         return 0
     finally:
         ticket.release()
         os.close(args.lock_fd)
+
+
+class ForkedTrainer:
+    """The trainer as a fork of a warm supervisor (see engine/warm.py), with subprocess.Popen's
+    poll/kill/wait, so the supervisor treats it as it treats a fresh process."""
+
+    def __init__(self, run_dir: Path):
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                global TRAINER_STARTED
+                TRAINER_STARTED = time.monotonic()
+                code = _trainer(run_dir)
+            except BaseException:  # noqa: BLE001 - never return into the supervisor's loop
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _start_trainer(run_dir: Path, fds: tuple[int, ...]) -> ForkedTrainer | subprocess.Popen[bytes]:
+    """The trainer: forked where torch is already imported (a warm worker, in which no torch
+    operation has run, so no torch thread exists yet), else a fresh interpreter."""
+    if "torch" in sys.modules:
+        return ForkedTrainer(run_dir)
+    return subprocess.Popen([sys.executable, "-m", "coun_tui.engine.worker", str(run_dir), "--trainer"],
+                            pass_fds=fds, stdin=subprocess.DEVNULL)
 
 
 def _ask_cancel(cancel_file: Path) -> None:

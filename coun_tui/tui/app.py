@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static, Tab, Tabs
 
-from coun_tui.engine import UserError, paths
+from coun_tui.engine import UserError, paths, warm
 from coun_tui.engine.records import method_label, read_spec, spec_from_dict
 from coun_tui.engine.runlog import RunLog, describe_spec, forget_of
 from coun_tui.engine.runner import RunSpec
@@ -119,6 +119,7 @@ class CounLab(Training, Comparison, SavedRuns, App):
         self.query_one("#panes").display = False
         self.set_interval(COMPARE_SECONDS, self._refresh_compare)
         self._start_following()
+        warm.start_if_absent()  # so that the first launch already finds torch imported
         if self.session and not self._model_given:  # the model the last session had set up
             last = self.last_setup().get("model")
             if isinstance(last, str) and Path(last).is_file():
