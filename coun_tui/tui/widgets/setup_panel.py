@@ -148,7 +148,7 @@ class SetupPanel(VerticalScroll, can_focus=False):
         """Show the model and its classes; ticked classes the new model also has (by name) stay
         ticked. Returns the names of those it has not, which are unticked."""
         sel = self.query_one("#forget-classes", SelectionList)
-        old_names = list(self.dataset.classes) if self.dataset is not None else []
+        old_names: list[str] = list(self.dataset.classes) if self.dataset is not None else []
         ticked = [old_names[i] for i in sorted(sel.selected) if 0 <= i < len(old_names)]
         self.model_path, self.meta, self.dataset, self.data_root = path, meta, dataset, data_root
         self.dataset_name = dataset.name
