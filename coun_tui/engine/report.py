@@ -181,13 +181,18 @@ def render(rows: list[dict[str, Any]], fmt: str = "md", with_legend: bool = True
     head = ["Method", *(HEADERS[c] for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
-        cells = [_md(r["method"]) + (f" (n={r['n']})" if with_std else f" `{_md(r.get('run', ''))}`")]
+        cells = [_md(r["method"]) + (f" (n={r['n']}{_repeats(r)})" if with_std else f" `{_md(r.get('run', ''))}`")]
         for col in columns:
             text = _fmt(r, col, with_std)
             cells.append(f"**{text}**" if best.get(col) == i and text != "-" else text)
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\n" + (OVER_SEEDS if with_std else PER_RUN) + "\n"
     return text + "\n" + legend(rows) if with_legend else text
+
+
+def _repeats(row: dict[str, Any]) -> str:
+    """", repeats counted once: B = A" for a row whose runs repeat a seed and its settings."""
+    return f", repeats counted once: {_md(', '.join(row['repeats']))}" if row.get("repeats") else ""
 
 
 def _md(text: str) -> str:
@@ -203,6 +208,30 @@ def group_by_method(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         key = json.dumps([m.get("dataset"), forget, run_label(m)], sort_keys=True)
         groups.setdefault(key, []).append(m)
     return list(groups.values())
+
+
+def split_repeats(group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs of a group with distinct seeds and settings, and the names of the others: a run
+    that repeats an earlier one's seed and hyperparameters is the same trial again, not a new seed,
+    so it counts once (as "B = A")."""
+    seen: dict[str, dict[str, Any]] = {}
+    repeats = []
+    for m in group:
+        key = json.dumps([m.get("seed"), m.get("hparams") or {}], sort_keys=True, default=str)
+        if key in seen:
+            repeats.append(f"{m.get('name') or '?'} = {seen[key].get('name') or '?'}")
+        else:
+            seen[key] = m
+    return list(seen.values()), repeats
+
+
+def per_method_row(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """aggregate() over the group's distinct seeds, naming the repeats it left out."""
+    kept, repeats = split_repeats(group)
+    row = aggregate(kept)
+    if repeats:
+        row["repeats"] = repeats
+    return row
 
 
 def reference_of(run_dir: str | Path, m: dict[str, Any],
@@ -250,7 +279,7 @@ def compare(run_dirs: Sequence[str | Path], fmt: str = "md", sort: str | None = 
     if per_method:
         for run_dir, m in zip(run_dirs, runs):
             m["reference"] = reference_of(run_dir, m)
-        rows = [aggregate(group) for group in group_by_method(runs)]
+        rows = [per_method_row(group) for group in group_by_method(runs)]
     else:
         rows = [row_of(m) for m in runs]
     if sort:
