@@ -85,6 +85,16 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
+def model_or_default(model: str | None) -> str:
+    """--model, or the app's default model (saying so in one line, on stderr)."""
+    if model:
+        return model
+    from coun_tui.engine.paths import DEFAULT_MODEL
+
+    typer.echo(f"model: the default, {DEFAULT_MODEL} (--model FILE picks another)", err=True)
+    return str(DEFAULT_MODEL)
+
+
 def forget_spec(classes: str | None, fraction: float | None, indices: str | None, seed: int, class_index):
     from coun_tui.engine.forget import ForgetSpec, parse_classes
 

@@ -20,6 +20,7 @@ from coun_tui.cli.base import (
     fail,
     method_key_value,
     method_names,
+    model_or_default,
     typed_value,
 )
 
@@ -40,7 +41,8 @@ def compare(runs: list[Path] = typer.Argument(..., help="finished run directorie
 
 
 @command()
-def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns"),
+def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns (default: the "
+                                          "app's default, the shipped digits model)"),
           methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. ft,neggrad+,coun"),
           out: Path | None = typer.Option(None, "--out", help="folder of the sweep's runs and tables"),
           spec: Path | None = typer.Option(None, "--spec", help="an experiment file (experiments/*.toml) "
@@ -71,11 +73,11 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
             plan.methods = method_names(methods)
         plan.cl_too = plan.cl_too or cl_too
     else:
-        missing = [flag for flag, v in (("--model", model), ("--methods", methods), ("--out", out)) if not v]
+        missing = [flag for flag, v in (("--methods", methods), ("--out", out)) if not v]
         if missing:
             fail(f"missing {', '.join(missing)}: give them, or an experiment file with --spec FILE")
-        assert model and methods and out  # checked just above
-        plan = Sweep(model, method_names(methods), [], [0], out, cl_too, device=device or "auto",
+        assert methods and out  # checked just above
+        plan = Sweep(model_or_default(model), method_names(methods), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
     names = plan.methods + ["retrain"]
     index = class_index_for(plan.model, plan.dataset, plan.data_root)

@@ -32,12 +32,14 @@ from coun_tui.cli.base import (
     floats,
     forget_spec,
     given_hparams,
+    model_or_default,
 )
 from coun_tui.cli.follow import follow_job
 
 
 @command()
-def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlearn"),
+def unlearn(model: str | None = typer.Option(None, "--model", help="checkpoint to unlearn (default: the "
+                                              "app's default, the shipped digits model)"),
             method: str = typer.Option(..., "--method", help="see `coun-lab methods`"),
             out: str = typer.Option(..., "--out", help="run directory to write (a new one)"),
             cl: bool = bool_flag("--cl", "add CoUn's contrastive term to a baseline (not to retrain or coun)"),
@@ -60,6 +62,7 @@ def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlear
     from coun_tui.engine.records import method_label
     from coun_tui.engine.runner import RunSpec
 
+    model = model_or_default(model)
     spec = RunSpec(method=method, model=model, dataset=dataset, data_root=data_root,
                    forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
                                       class_index_for(model, dataset, data_root)),
