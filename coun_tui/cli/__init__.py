@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 from coun_tui.cli import app as _app_commands  # noqa: F401  (registers tui, serve)
 from coun_tui.cli import bench as _bench_commands  # noqa: F401
 from coun_tui.cli import experiments as _experiment_commands  # noqa: F401
-from coun_tui.cli.base import add_hparam_flags, app
+from coun_tui.cli.base import INVOCATION, add_hparam_flags, app
 from coun_tui.cli.models import train
 from coun_tui.cli.runs import unlearn
 from coun_tui.engine import UserError
@@ -38,6 +38,7 @@ DECLARED_FLAGS = {"unlearn": lambda: add_hparam_flags(unlearn),
 def main(argv: list[str] | None = None) -> None:
     """Every mistake is one `error:` line with exit 2: bad input, and usage errors too."""
     argv = list(sys.argv[1:] if argv is None else argv) or ["tui"]
+    INVOCATION[:] = argv
     try:
         if argv[0] in DECLARED_FLAGS:
             DECLARED_FLAGS[argv[0]]()

@@ -4,6 +4,7 @@ engine's types. Command groups live beside this module and register themselves o
 from __future__ import annotations
 
 import inspect
+import re
 from collections import Counter
 from functools import cache, partial
 from typing import Any, NoReturn, Optional
@@ -25,7 +26,25 @@ class _HelpIsAFlag:
 
 
 class LabCommand(_HelpIsAFlag, TyperCommand):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.short_help and self.help:
+            self.short_help = short_help(self.help)
+
+
+SHORT_HELP_WIDTH = 76  # what `coun-lab --help` has room for beside the names at 100 columns
+
+
+def short_help(text: str) -> str:
+    """A command's line in `coun-lab --help`: its docstring's first sentence on one line, shortened
+    (asides in parentheses, then what follows a semicolon, dropped) until it fits."""
+    first = re.split(r"(?<!Avg)\.\s+(?=[A-Z`])", " ".join(text.split()), maxsplit=1)[0].rstrip(".")
+    for shorter in (lambda t: re.sub(r"\s*\([^()]*\)$", "", t), lambda t: t.split("; ")[0],
+                    lambda t: re.sub(r"\s*\([^()]*\)", "", t)):
+        if len(first) <= SHORT_HELP_WIDTH:
+            break
+        first = shorter(first)
+    return first
 
 
 # The order `coun-lab --help` lists the commands in (a command not named here follows, in the order
@@ -81,6 +100,10 @@ def floats(text: str | None, flag: str) -> list[float] | None:
         fail(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.4914,0.4822,0.4465")
 
 
+# The arguments coun-lab was called with (main sets them), for lines that say how to run it again.
+INVOCATION: list[str] = []
+
+
 def fail(message: str) -> NoReturn:
     raise UserError(message)
 
@@ -106,14 +129,23 @@ def class_index_for(model: str | None, dataset: str | None, data_root: str | Non
     names recorded in the checkpoint, or the dataset's (loaded only if needed)."""
     @cache
     def names() -> tuple[str | None, list[str]]:
-        from coun_tui.engine import checkpoint, data
+        from coun_tui.engine import ckpt_meta
 
-        meta = checkpoint.read_meta(model) if model else {}
+        meta: dict = {}
+        if model:
+            header = ckpt_meta.read_meta(model)  # the safetensors header: no torch
+            if header is None:  # a .pt or a foreign safetensors: only a full load says
+                from coun_tui.engine import checkpoint
+
+                header = checkpoint.read_meta(model)
+            meta = header
         name = dataset or meta.get("dataset")
         if meta.get("classes") and name == meta.get("dataset"):
             return name, meta["classes"]
         if not name:
             fail("forgetting a class needs to know the dataset; pass --dataset NAME")
+        from coun_tui.engine import data
+
         return name, data.load(name, data_root, meta.get("subset"), meta.get("subset_seed") or 0).classes
 
     def index(token: str) -> int:

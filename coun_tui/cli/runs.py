@@ -58,16 +58,24 @@ def unlearn(model: str | None = typer.Option(None, "--model", help="checkpoint t
     """Make a model forget: run a method as a job that keeps the run in --out (followed here; Ctrl-C
     cancels it). Every hyperparameter of every method has a flag; `coun-lab methods` lists each
     method's defaults."""
+    from coun_tui.engine.precheck import check_run
+    from coun_tui.engine.rundir import check_out_dir
+
+    model = model_or_default(model)
+    # Everything that needs no torch first: a mistake is one line before torch loads.
+    check_run(model, method, cl, given_hparams(hparams), seed, device, precision)
+    check_out_dir(out, model)
+    forget = forget_spec(forget_class, forget_fraction, forget_indices, seed,
+                         class_index_for(model, dataset, data_root))
+    mean_, std_ = floats(mean, "--mean"), floats(std, "--std")
+
     from coun_tui.engine import backends
     from coun_tui.engine.records import method_label
     from coun_tui.engine.runner import RunSpec
 
-    model = model_or_default(model)
     spec = RunSpec(method=method, model=model, dataset=dataset, data_root=data_root,
-                   forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
-                                      class_index_for(model, dataset, data_root)),
-                   cl=cl, hparams=given_hparams(hparams), seed=seed, device=device, precision=precision,
-                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"))
+                   forget=forget, cl=cl, hparams=given_hparams(hparams), seed=seed, device=device,
+                   precision=precision, reference=reference, mean=mean_, std=std_)
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run, storage)
     if detach and runner.schedules:
         fail("--detach needs the local backend: a Ray run belongs to the command that submitted it "

@@ -128,9 +128,10 @@ def _score(row: dict[str, Any], col: str) -> float | None:
 def best_per_column(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Index of the best row per column: the smallest gap for RA/UA/TA/MIA (Retrain excluded),
     the lowest Avg. Gap, PFLOPs and time, the highest agreement and CKA, the k-NN probe closest
-    to Retrain's."""
+    to Retrain's. A Retrain row is the reference the others are measured against, never a
+    competitor, on cost either: with no other row, nothing is marked."""
     best = {}
-    candidates = [i for i, r in enumerate(rows) if not r["method"].startswith("retrain")] or list(range(len(rows)))
+    candidates = [i for i, r in enumerate(rows) if not r["method"].startswith("retrain")]
     for col in COLUMNS:
         scored = [(s, i) for i in candidates if (s := _score(rows[i], col)) is not None and not _nan(s)]
         if scored:

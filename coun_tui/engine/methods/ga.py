@@ -1,10 +1,14 @@
 """GA: gradient ascent on the forget set (-CE), small learning rate, few epochs."""
 
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Batch, Context, Method
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -15,4 +19,6 @@ class GradientAscent(Method):
     stream = "forget"
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
         return {"forget": -F.cross_entropy(logits, batch.y)}
