@@ -1,5 +1,6 @@
-"""The model dialog (`m`): typing reaches the path field, Enter on the loaded model changes nothing,
-and another model keeps the ticked classes it also has (saying which it unticked)."""
+"""A new user's first hour in the app. The model dialog (`m`): typing reaches the path field, Enter on
+the loaded model changes nothing, and another model keeps the ticked classes it also has (saying
+which it unticked). The quit dialog sits in the middle, as the others do."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from coun_tui.engine import paths
 from coun_tui.tui.app import CounLab
 from coun_tui.tui.messages import ModelLoaded
 from coun_tui.tui.widgets.model_picker import ModelPicker
+from coun_tui.tui.widgets.quit_dialog import QuitScreen
 from tests.test_tui_app import forget_classes, ready, wait_until
 
 
@@ -60,3 +62,13 @@ async def test_another_model_keeps_the_classes_it_has_and_says_which_it_unticked
         assert list(app.query_one("#forget-classes").selected) == []
         said = [n.message for n in app._notifications]
         assert any("unticked 3" in m and paths.DEFAULT_MODEL.name in m for m in said), said
+
+
+async def test_the_quit_dialog_is_centred_like_the_others(tmp_path):
+    app = CounLab(runs_dir=tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        app.push_screen(QuitScreen("1 run(s) are still going"))
+        await pilot.pause()
+        box = app.screen.query_one(".dialog").region
+        assert abs((box.x + box.width / 2) - 80) <= 1 and abs((box.y + box.height / 2) - 24) <= 1, box
