@@ -139,7 +139,7 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
     write_status(run_dir, supervisor=os.getpid(), pid=os.getpid(), host=host())
     ticket = Ticket.adopt(args.ticket, args.ticket_fd, args.device)
     try:
-        queued = lambda ahead: write_status(run_dir, note=f"{ahead} ahead on {args.device}")  # noqa: E731
+        queued = lambda ahead: write_status(run_dir, note=ticket.waiting_note(ahead))  # noqa: E731
         if not ticket.wait_turn(cancel_file.exists, queued):
             _append_event(run_dir, Cancelled(0))
             write_status(run_dir, state="cancelled", note="", reason="")
