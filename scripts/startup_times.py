@@ -59,7 +59,8 @@ def run_case(args: list[str], tmp: Path) -> tuple[int, float, bool, str]:
                           timeout=120)
     seconds = time.perf_counter() - start
     lines = done.stderr.strip().splitlines()
-    said = next((ln for ln in reversed(lines[:-1]) if ln.strip()), "") if len(lines) > 1 else done.stdout[-200:]
+    shown = lines[:-1] if done.returncode else done.stdout.splitlines()  # the error, or the answer's start
+    said = next((ln.strip() for ln in (reversed(shown) if done.returncode else shown) if ln.strip()), "")
     return done.returncode, seconds, lines[-1:] == ["torch loaded"], said
 
 
