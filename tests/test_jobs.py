@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,7 +160,9 @@ def test_device_queue_keeps_launch_order_and_honours_its_limit(digits_model, tmp
     first = jobs.launch(spec(digits_model), tmp_path / "a", "cpu")
     second = jobs.launch(spec(digits_model), tmp_path / "b", "cpu")
     wait_for(lambda: steps(first) >= 1, 180, "the first job to train")
-    assert wait_for(lambda: read_state(second).detail, 30, "the queue note") == "1 ahead on cpu"
+    # which run is ahead, and where: a user whose job waits behind another process's sees what it waits for
+    assert wait_for(lambda: read_state(second).detail, 30, "the queue note") == \
+        f"1 ahead on cpu of {socket.gethostname()}; first {Path(first).resolve()}"
     assert read_state(second).state == "queued" and steps(second) == 0
     jobs.cancel(first)
     wait_for(lambda: steps(second) >= 1, 180, "the second job to start when the first ends")

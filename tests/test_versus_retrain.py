@@ -77,7 +77,7 @@ def test_compare_per_method_gives_the_gap_of_means(tmp_path, capsys, cli):
             d = tmp_path / f"seed-{seed}" / name
             shutil.copytree(FIXTURES / f"{name}-digits-class3", d)
             m = json.loads((d / "metrics.json").read_text())
-            m.update(dict(zip(keys, map(float, values))), forget={"classes": [3]}, reference=reference)
+            m.update(dict(zip(keys, map(float, values))), forget={"classes": [3]}, reference=reference, seed=seed)
             if reference:
                 per = {k: abs(m[k] - reference[k]) for k in keys}
                 m.update(gap=per, avg_gap=sum(per.values()) / 4)
@@ -88,3 +88,14 @@ def test_compare_per_method_gives_the_gap_of_means(tmp_path, capsys, cli):
     assert rows["ft"]["avg_gap"] == pytest.approx(1.0) and rows["ft"]["n"] == 2
     # each seed's own: (2+2+1+5)/4 = 2.5 and (2+6+1+1)/4 = 2.5
     assert rows["ft"]["avg_gap_seeds"] == pytest.approx(2.5) and rows["retrain"]["avg_gap"] == 0
+
+
+def test_compare_per_method_counts_a_repeated_seed_once_and_names_it(tmp_path, capsys, cli):
+    """Two runs with the same seed and settings are one trial: n=1, and the table says which repeats which."""
+    for name in ("ft-a", "ft-b"):
+        shutil.copytree(FIXTURES / "ft-digits-class3", tmp_path / name)
+    assert cli("compare", tmp_path / "ft-a", tmp_path / "ft-b", "--per-method", "--format", "json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["n"] == 1 and row["repeats"] == ["ft-b = ft-a"] and row["RA_std"] == 0
+    assert cli("compare", tmp_path / "ft-a", tmp_path / "ft-b", "--per-method") == 0
+    assert "ft (n=1, repeats counted once: ft-b = ft-a)" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from coun_tui.cli import export as _export_command  # noqa: F401
 from coun_tui.cli import figure as _figure_commands  # noqa: F401
 from coun_tui.cli import oracle as _oracle_commands  # noqa: F401
 from coun_tui.cli import tune as _tune_commands  # noqa: F401
-from coun_tui.cli.base import add_hparam_flags, app
+from coun_tui.cli.base import INVOCATION, add_hparam_flags, app
 from coun_tui.cli.models import train
 from coun_tui.cli.runs import unlearn
 from coun_tui.engine import UserError
@@ -42,6 +42,7 @@ DECLARED_FLAGS = {"unlearn": lambda: add_hparam_flags(unlearn),
 def main(argv: list[str] | None = None) -> None:
     """Every mistake is one `error:` line with exit 2: bad input, and usage errors too."""
     argv = list(sys.argv[1:] if argv is None else argv) or ["tui"]
+    INVOCATION[:] = argv
     try:
         if argv[0] in DECLARED_FLAGS:
             DECLARED_FLAGS[argv[0]]()

@@ -4,6 +4,7 @@ engine's types. Command groups live beside this module and register themselves o
 from __future__ import annotations
 
 import inspect
+import re
 from collections import Counter
 from functools import cache, partial
 from typing import Any, NoReturn, Optional
@@ -25,7 +26,25 @@ class _HelpIsAFlag:
 
 
 class LabCommand(_HelpIsAFlag, TyperCommand):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.short_help and self.help:
+            self.short_help = short_help(self.help)
+
+
+SHORT_HELP_WIDTH = 76  # what `coun-lab --help` has room for beside the names at 100 columns
+
+
+def short_help(text: str) -> str:
+    """A command's line in `coun-lab --help`: its docstring's first sentence on one line, shortened
+    (asides in parentheses, then what follows a semicolon, dropped) until it fits."""
+    first = re.split(r"(?<!Avg)\.\s+(?=[A-Z`])", " ".join(text.split()), maxsplit=1)[0].rstrip(".")
+    for shorter in (lambda t: re.sub(r"\s*\([^()]*\)$", "", t), lambda t: t.split("; ")[0],
+                    lambda t: re.sub(r"\s*\([^()]*\)", "", t)):
+        if len(first) <= SHORT_HELP_WIDTH:
+            break
+        first = shorter(first)
+    return first
 
 
 # The order `coun-lab --help` lists the commands in (a command not named here follows, in the order
@@ -95,8 +114,22 @@ def log_targets(values: list[str]) -> list[str]:
     return usable_targets([parse_target(v) for v in values], warn)
 
 
+# The arguments coun-lab was called with (main sets them), for lines that say how to run it again.
+INVOCATION: list[str] = []
+
+
 def fail(message: str) -> NoReturn:
     raise UserError(message)
+
+
+def model_or_default(model: str | None) -> str:
+    """--model, or the app's default model (saying so in one line, on stderr)."""
+    if model:
+        return model
+    from coun_tui.engine.paths import DEFAULT_MODEL
+
+    typer.echo(f"model: the default, {DEFAULT_MODEL} (--model FILE picks another)", err=True)
+    return str(DEFAULT_MODEL)
 
 
 def forget_spec(classes: str | None, fraction: float | None, indices: str | None, seed: int, class_index):
@@ -110,14 +143,23 @@ def class_index_for(model: str | None, dataset: str | None, data_root: str | Non
     names recorded in the checkpoint, or the dataset's (loaded only if needed)."""
     @cache
     def names() -> tuple[str | None, list[str]]:
-        from coun_tui.engine import checkpoint, data
+        from coun_tui.engine import ckpt_meta
 
-        meta = checkpoint.read_meta(model) if model else {}
+        meta: dict = {}
+        if model:
+            header = ckpt_meta.read_meta(model)  # the safetensors header: no torch
+            if header is None:  # a .pt or a foreign safetensors: only a full load says
+                from coun_tui.engine import checkpoint
+
+                header = checkpoint.read_meta(model)
+            meta = header
         name = dataset or meta.get("dataset")
         if meta.get("classes") and name == meta.get("dataset"):
             return name, meta["classes"]
         if not name:
             fail("forgetting a class needs to know the dataset; pass --dataset NAME")
+        from coun_tui.engine import data
+
         return name, data.load(name, data_root, meta.get("subset"), meta.get("subset_seed") or 0).classes
 
     def index(token: str) -> int:

@@ -13,6 +13,7 @@ from coun_tui.cli.base import (
     DATA_ROOT,
     DATASET,
     GPUS_PER_RUN,
+    INVOCATION,
     LOG,
     STORAGE,
     bool_flag,
@@ -22,6 +23,7 @@ from coun_tui.cli.base import (
     log_targets,
     method_key_value,
     method_names,
+    model_or_default,
     typed_value,
 )
 
@@ -32,9 +34,9 @@ def compare(runs: list[Path] = typer.Argument(..., help="finished run directorie
             sort: str | None = typer.Option(None, "--sort", help="column to sort by, e.g. avg_gap"),
             reference: str | None = typer.Option(
                 None, "--reference", help="Retrain run: measure every run's gaps against it"),
-            per_method: bool = typer.Option(
-                False, "--per-method", help="one row per method and forget set: mean ± std over its runs "
-                "(seeds), with the paper's Avg. Gap (gap of means)")):
+            per_method: bool = bool_flag("--per-method", "one row per method and forget set: mean ± std over "
+                                         "its runs (distinct seeds; a repeat counts once), with the paper's Avg. "
+                                         "Gap (gap of means)")):
     """Print a comparison table of finished runs (the paper's Table 1 layout)."""
     from coun_tui.engine.report import compare as compare_runs
 
@@ -42,7 +44,8 @@ def compare(runs: list[Path] = typer.Argument(..., help="finished run directorie
 
 
 @command()
-def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns"),
+def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns (default: the "
+                                          "app's default, the shipped digits model)"),
           methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. ft,neggrad+,coun"),
           out: Path | None = typer.Option(None, "--out", help="folder of the sweep's runs and tables"),
           spec: Path | None = typer.Option(None, "--spec", help="an experiment file (experiments/*.toml) "
@@ -65,9 +68,16 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
               "(`coun-lab tune`); TA then reads the report half of the test set"),
           data_root: str | None = DATA_ROOT, dataset: str | None = DATASET):
     """Run every (method, forget set, seed, grid point) with its Retrain reference; write table.md/json."""
+    from coun_tui.engine.forget import ForgetSpec, parse_classes
+
+    if spec is None:
+        model = model_or_default(model)
+        if not from_study:  # a study's methods are known once it is read, with the engine
+            _precheck_sweep(model, methods, device, sets, grids, forget_class,
+                            class_index_for(model, dataset, data_root))
+
     from coun_tui.engine import backends
     from coun_tui.engine.events import Done, Failed
-    from coun_tui.engine.forget import ForgetSpec, parse_classes
     from coun_tui.engine.sweep import Sweep, execute
 
     if spec is not None:
@@ -76,11 +86,10 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
             plan.methods = method_names(methods)
         plan.cl_too = plan.cl_too or cl_too
     else:
-        missing = [flag for flag, v in (("--model", model), ("--methods", methods or from_study), ("--out", out))
-                   if not v]
+        missing = [flag for flag, v in (("--methods", methods or from_study), ("--out", out)) if not v]
         if missing:
             fail(f"missing {', '.join(missing)}: give them, or an experiment file with --spec FILE")
-        assert model and out  # checked just above
+        assert model and out  # model: the default, given above; out: checked just above
         plan = Sweep(model, method_names(methods or ""), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
     if from_study:  # before the --set flags, which may name the studies' methods
@@ -126,7 +135,7 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
         typer.echo(f"[{i + 1}/{n}] {run_dir.relative_to(out)}", err=True)
 
     try:
-        for run_dir, event in execute(plan, on_start=started, jobs=jobs, backend=runner):
+        for run_dir, event in _stop_says_where(execute(plan, on_start=started, jobs=jobs, backend=runner), plan):
             where = f"    {run_dir.relative_to(out)}:" if jobs > 1 or runner.schedules else "   "
             if isinstance(event, Done):
                 m = event.metrics
@@ -139,6 +148,54 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
         runner.close()
     typer.echo((out / "table.md").read_text())
     typer.echo(f"{total} runs; tables in {out / 'table.md'} and {out / 'table.json'}", err=True)
+
+
+def _stop_says_where(events, plan):
+    """The sweep's events; on Ctrl-C (execute has cancelled the running jobs), one line saying what
+    finished, what was cancelled and the command that resumes the sweep, then exit 130."""
+    try:
+        yield from events
+    except KeyboardInterrupt:
+        import shlex
+
+        from coun_tui.engine import jobs as job_api
+        from coun_tui.engine.rundir import read_state
+
+        runs = [run_dir for run_dir, _ in plan.runs()]
+        finished = [d for d in runs if (d / "metrics.json").is_file()]
+        stopped = [d for d in runs if (d / "run.toml").is_file() and d not in finished]
+        for run_dir in stopped:
+            if read_state(run_dir).live:
+                job_api.wait(run_dir, job_api.CANCEL_GRACE_SECONDS + 5)
+        names = f" ({', '.join(str(d.relative_to(plan.out)) for d in stopped)})" if stopped else ""
+        typer.echo(f"interrupted: {len(finished)} of {len(runs)} runs finished and kept in {plan.out}; "
+                   f"{len(stopped)} cancelled{names}; {len(runs) - len(finished) - len(stopped)} not started. "
+                   f"Resume (finished runs are kept): {shlex.join(['coun-lab', *INVOCATION])}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _precheck_sweep(model: str, methods: str | None, device: str | None, sets: list[str], grids: list[str],
+                   forget_class: list[str], index) -> None:
+    """What a sweep's options can be checked for without torch (it loads with the sweep's engine):
+    the model file, the method names, the device's spelling, --set and --grid values, class names."""
+    from coun_tui.engine.forget import parse_classes
+    from coun_tui.engine.methods import get as get_method
+    from coun_tui.engine.precheck import check_device_name, check_model
+
+    check_model(model)
+    names = method_names(methods or "")
+    for name in names:
+        get_method(name.removesuffix("+cl"))
+    if device:
+        check_device_name(device)
+    for flag, items in (("--set", sets), ("--grid", grids)):
+        for item in items:
+            _, key, value = method_key_value(flag, item, names + ["retrain"])
+            for v in (value.split(",") if flag == "--grid" else [value]):
+                if v.strip() or flag == "--set":
+                    typed_value(flag, key, v)
+    for classes in forget_class:
+        parse_classes(classes, index)
 
 
 @command()

@@ -14,7 +14,7 @@ def export(run: Path = typer.Argument(..., help="a finished run directory"),
            out: Path = typer.Argument(..., help="the folder to write (new or empty)")):
     """Write a finished run as a folder to share: its model, config.json and a model card.
 
-    model.safetensors keeps torchvision's tensor names; README.md is a model card in the Hugging Face
+    Its model.safetensors keeps torchvision's tensor names; README.md is a model card in the Hugging Face
     Hub layout (metrics and gaps, forget set, method, hyperparameters, how to load it). Nothing is
     uploaded."""
     from coun_tui.engine.export import export_run

@@ -11,21 +11,25 @@ import typer
 from coun_tui.cli.base import fail
 
 
-def follow(events, title: str, quiet: bool = False):
-    """Consume a run's events with a progress bar on a terminal; return the last event."""
+def follow(events, title: str, quiet: bool = False, console=None):
+    """Consume a run's events with a progress bar on a terminal; return the last event. The ETA is
+    the engine's (events.Progress), the same the app and every other follower show."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from coun_tui.engine.events import Cancelled, Done, EpochMetrics, Failed, Started, Step
+    from coun_tui.engine.events import Cancelled, Done, EpochMetrics, Failed, Started, Step, format_duration
+    from coun_tui.engine.events import Progress as RunProgress
 
-    console = Console(stderr=True)
-    last = None
+    console = console or Console(stderr=True)
+    last, run = None, RunProgress()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                  TextColumn("{task.fields[info]}"), TextColumn("ETA {task.fields[eta]}"), console=console,
                   disable=quiet or not console.is_terminal) as bar:
-        task = bar.add_task(title, total=None, info="")
+        task = bar.add_task(title, total=None, info="", eta=format_duration(None))
         for event in events:
             last = event
+            run.update(event)
+            bar.update(task, eta=format_duration(run.eta_seconds))
             if isinstance(event, Started):
                 bar.update(task, total=event.total_steps)
             elif isinstance(event, Step):

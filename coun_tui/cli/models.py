@@ -18,7 +18,6 @@ from coun_tui.cli.base import (
     MEAN,
     PRECISION,
     REFERENCE,
-    SEED,
     STD,
     bool_flag,
     class_index_for,
@@ -63,20 +62,27 @@ def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train o
 @command("eval")
 def evaluate(model: str = typer.Option(..., "--model", help="checkpoint to evaluate"),
              forget_class: str | None = FORGET_CLASS, forget_fraction: float | None = FORGET_FRACTION,
-             forget_indices: str | None = FORGET_INDICES, seed: int = SEED,
+             forget_indices: str | None = FORGET_INDICES,
+             seed: int = typer.Option(0, "--seed", help="seed of the forget set's draw (--forget-fraction)"),
              dataset: str | None = DATASET, data_root: str | None = DATA_ROOT,
              reference: str | None = REFERENCE, device: str = DEVICE,
              precision: str = PRECISION,
              mean: str | None = MEAN, std: str | None = STD,
              as_json: bool = bool_flag("--json", "print JSON")):
     """RA, UA, TA and MIA of a checkpoint on the full sets (and gaps to a Retrain reference)."""
+    from coun_tui.engine.precheck import check_device_name, check_model, check_precision
+
+    check_device_name(device)
+    check_precision(precision)
+    check_model(model)  # before torch loads
+    forget = forget_spec(forget_class, forget_fraction, forget_indices, seed,
+                         class_index_for(model, dataset, data_root))
+    mean_, std_ = floats(mean, "--mean"), floats(std, "--std")
+
     from coun_tui.engine.runner import RunSpec, evaluate_checkpoint
 
     spec = RunSpec(model=model, dataset=dataset, data_root=data_root, seed=seed, device=device,
-                   precision=precision,
-                   forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
-                                      class_index_for(model, dataset, data_root)),
-                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"))
+                   precision=precision, forget=forget, reference=reference, mean=mean_, std=std_)
     result, split, meta = evaluate_checkpoint(spec)
     if as_json:
         typer.echo(json.dumps({**result, "n_retain": len(split.retain), "n_forget": len(split.forget),
@@ -89,21 +95,40 @@ def evaluate(model: str = typer.Option(..., "--model", help="checkpoint to evalu
 @command()
 def methods():
     """List the unlearning methods with their hyperparameters: defaults and valid values."""
-    from coun_tui.engine.methods import COMMON_PARAMS, all_methods, searched
+    import shutil
+    import textwrap
 
-    typer.echo("Every method takes (default, valid values):")
-    for key, p in COMMON_PARAMS.items():
-        typer.echo(f"  {key:<13} {p.default!s:<9} {p.describe():<30} {p.help}"
-                   + (f"; tune searches {p.search.describe()}" if p.search else ""))
-    for name, cls in all_methods().items():
+    from coun_tui.engine.methods import all_methods, searched
+    from coun_tui.engine.methods.params import CONTRASTIVE_PARAMS, OPTIMISER_PARAMS
+
+    methods_ = all_methods()
+    width = max(map(len, methods_)) + 2
+    columns = max(80, min(shutil.get_terminal_size().columns, 120))
+
+    def wrap(line: str, indent: int = width + 2) -> str:
+        return textwrap.fill(line, width=columns, subsequent_indent=" " * indent, break_on_hyphens=False)
+
+    def common(title: str, params: dict) -> None:
+        typer.echo(title)
+        for key, p in params.items():
+            defaults = {cls.declared()[key].default for cls in methods_.values()}
+            shown = str(p.default) if len(defaults) == 1 else "per method"
+            typer.echo(wrap(f"  {key:<13} {shown:<11} {p.describe():<30} {p.help}"
+                             + (f"; tune searches {p.search.describe()}" if p.search else ""), 59))
+
+    common("Every method takes the SGD recipe (default, valid values; a method's own defaults are below it):",
+           OPTIMISER_PARAMS)
+    common("The contrastive term (coun's, or any other method's with --cl) takes:", CONTRASTIVE_PARAMS)
+    for name, cls in methods_.items():
         declared = cls.declared()
-        typer.echo(f"{name:<10} {cls.summary}")
-        typer.echo(f"{'':<10} " + ", ".join(f"{key}={declared[key].default}" for key in cls.params)
-                   + (" (or the checkpoint's recipe)" if cls.from_scratch else ""))
+        typer.echo(f"{name:<{width}}{cls.summary}")
+        typer.echo(wrap(f"{'':<{width}}" + ", ".join(f"{key}={declared[key].default}" for key in cls.params)
+                        + (" (or the checkpoint's recipe)" if cls.from_scratch else "")))
         for key in cls.params:
-            if key not in COMMON_PARAMS:
-                typer.echo(f"{'':<10} {key}: {declared[key].describe()}; {declared[key].help}")
+            if key not in OPTIMISER_PARAMS and key not in CONTRASTIVE_PARAMS:
+                typer.echo(wrap(f"{'':<{width}}{key}: {declared[key].describe()}; {declared[key].help}"))
         if not cls.from_scratch and (space := searched(cls)):
-            typer.echo(f"{'':<10} tune searches: " + ", ".join(f"{k} {s.describe()}" for k, s in space.items()))
+            ranges = ", ".join(f"{k} {s.describe()}" for k, s in space.items())
+            typer.echo(wrap(f"{'':<{width}}tune searches: {ranges}"))
     typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau; "
                "tune searches them too).")

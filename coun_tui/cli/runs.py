@@ -35,12 +35,14 @@ from coun_tui.cli.base import (
     forget_spec,
     given_hparams,
     log_targets,
+    model_or_default,
 )
 from coun_tui.cli.follow import follow_job
 
 
 @command()
-def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlearn"),
+def unlearn(model: str | None = typer.Option(None, "--model", help="checkpoint to unlearn (default: the "
+                                              "app's default, the shipped digits model)"),
             method: str = typer.Option(..., "--method", help="see `coun-lab methods`"),
             out: str = typer.Option(..., "--out", help="run directory to write (a new one)"),
             cl: bool = bool_flag("--cl", "add CoUn's contrastive term to a baseline (not to retrain or coun)"),
@@ -59,15 +61,24 @@ def unlearn(model: str = typer.Option(..., "--model", help="checkpoint to unlear
     """Make a model forget: run a method as a job that keeps the run in --out (followed here; Ctrl-C
     cancels it). Every hyperparameter of every method has a flag; `coun-lab methods` lists each
     method's defaults."""
+    from coun_tui.engine.precheck import check_run
+    from coun_tui.engine.rundir import check_out_dir
+
+    model = model_or_default(model)
+    # Everything that needs no torch first: a mistake is one line before torch loads.
+    check_run(model, method, cl, given_hparams(hparams), seed, device, precision)
+    check_out_dir(out, model)
+    forget = forget_spec(forget_class, forget_fraction, forget_indices, seed,
+                         class_index_for(model, dataset, data_root))
+    mean_, std_ = floats(mean, "--mean"), floats(std, "--std")
+
     from coun_tui.engine import backends
     from coun_tui.engine.records import method_label
     from coun_tui.engine.runner import RunSpec
 
     spec = RunSpec(method=method, model=model, dataset=dataset, data_root=data_root,
-                   forget=forget_spec(forget_class, forget_fraction, forget_indices, seed,
-                                      class_index_for(model, dataset, data_root)),
-                   cl=cl, hparams=given_hparams(hparams), seed=seed, device=device, precision=precision,
-                   reference=reference, mean=floats(mean, "--mean"), std=floats(std, "--std"),
+                   forget=forget, cl=cl, hparams=given_hparams(hparams), seed=seed, device=device,
+                   precision=precision, reference=reference, mean=mean_, std=std_,
                    log=log_targets(log))
     runner = backends.make(backend, address, gpus_per_run, cpus_per_run, storage)
     if detach and runner.schedules:

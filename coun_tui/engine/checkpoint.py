@@ -8,59 +8,29 @@ files are read only with `torch.load(weights_only=True)`, so no pickled code eve
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import safetensors
 import safetensors.torch
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from . import UserError
+from . import UserError, ckpt_meta
+from .ckpt_meta import REQUIRED_KEYS, TORCH_SUFFIXES, checked, decode, reorder
 from .files import atomic_write
 from .model import ResNet18
-from .schema import parse_data
 
-REQUIRED_KEYS = ("arch", "stem", "in_channels", "num_classes", "dataset", "subset", "mean", "std")
 STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-TORCH_SUFFIXES = (".pt", ".pth", ".tar")
 # Keys under which training scripts commonly nest the state dict (OPTML, kuangliu, generic).
 WRAPPER_KEYS = ("state_dict", "net", "model", "model_state_dict")
 # Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
 PREFIXES = ("module.", "_orig_mod.")
 EXPECTED = "expected torchvision/OPTML/kuangliu ResNet-18 names"
 RESAVE = "give a .safetensors, or a .pt saved with torch.save(model.state_dict(), ...)"
-META_FIX = "re-save the checkpoint (e.g. with coun-lab train) or correct its metadata"
-
-
-class CheckpointMeta(BaseModel):
-    """What a checkpoint's metadata must hold for coun-lab to use it (other keys are kept)."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-    arch: str = "resnet18"
-    stem: Literal["cifar", "imagenet"]
-    in_channels: int = Field(ge=1)
-    num_classes: int = Field(ge=1)
-    dataset: str | None = None
-    subset: int | None = Field(None, ge=1)
-    subset_seed: int | None = Field(None, ge=0)
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    classes: list[str] | None = None
-    recipe: dict[str, Any] | None = None
-    forget: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
-    method: str | None = None
-    cl: bool | None = None
-    hparams: dict[str, Any] | None = None
-    seed: int | None = None
-
-
 def save(path: str | Path, model: torch.nn.Module, meta: dict[str, Any], dtype: str = "float32") -> None:
     """Write `model` and `meta` atomically: a crash or error never leaves a half-written file."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
@@ -92,41 +62,19 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[ResNet18
     defaults = {"dataset": None, "subset": None, "mean": None, "std": None}
     # Shapes are the truth about the network; metadata cannot override them.
     meta = {**defaults, **file_meta, **_detect(path, state), "source": source}
-    meta = _checked(path, meta)
+    meta = checked(path, meta)
     model = ResNet18(meta["num_classes"], meta["in_channels"], meta["stem"])
     _check_keys(path, model, state)
     _check_types(path, model, state)
     model.load_state_dict(state, strict=True)  # copies into float32 params, so fp16 files load as float32
     _check_finite(path, model)
-    return model.to(device).eval(), _reorder(meta)
+    return model.to(device).eval(), reorder(meta)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """Metadata only; cheap for our safetensors files (header read), a full load otherwise."""
-    path = Path(path)
-    if path.suffix == ".safetensors" and path.is_file():
-        with _open_safetensors(path) as f:
-            raw = f.metadata() or {}
-        if all(k in raw for k in REQUIRED_KEYS):
-            return _reorder(_checked(path, {**_decode(raw), "source": "coun-lab"}))
-    return load(path)[1]
-
-
-def _checked(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata, checked against CheckpointMeta and against itself; one line if it is damaged."""
-    where = f"{path.name} metadata"
-    m = parse_data(CheckpointMeta, meta, where, META_FIX)
-    for key in ("mean", "std"):
-        values = getattr(m, key)
-        if values is None:
-            continue
-        if len(values) != m.in_channels:
-            raise UserError(f"{where}: {key} has {len(values)} value(s) for {m.in_channels} channel(s); {META_FIX}")
-        if not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
-            raise UserError(f"{where}: {key} must hold finite numbers{' > 0' if key == 'std' else ''}; {META_FIX}")
-    if m.classes is not None and len(m.classes) != m.num_classes:
-        raise UserError(f"{where}: {len(m.classes)} class names for {m.num_classes} classes; {META_FIX}")
-    return meta
+    """Metadata only; cheap for our safetensors files (header read, see ckpt_meta), a full load otherwise."""
+    meta = ckpt_meta.read_meta(path)
+    return meta if meta is not None else load(path)[1]
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -143,7 +91,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle is not iterable
             except safetensors.SafetensorError as e:
                 raise UserError(f"{path.name} is corrupt or truncated ({e}); re-save or re-download it") from e
-        file_meta = _decode(raw)
+        file_meta = decode(raw)
         if all(k in raw for k in REQUIRED_KEYS):
             return state, file_meta, "coun-lab"
         state, found_meta, source = _normalise(path, state)
@@ -304,17 +252,3 @@ def resolve_normalisation(meta: dict[str, Any], dataset: str, mean: Sequence[flo
         raise UserError(f"--mean/--std need {channels} value(s) each (std > 0) for this {channels}-channel model; "
                         f"got mean {mean}, std {std}")
     return {"mean": mean, "std": std, "normalisation": how}
-
-
-def _decode(raw: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v  # foreign metadata need not be JSON
-    return out
-
-
-def _reorder(meta: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: meta.get(k) for k in REQUIRED_KEYS}, **meta}

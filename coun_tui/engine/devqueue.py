@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,6 +166,21 @@ class Ticket:
     def ahead(self) -> int:
         live = live_tickets(self.device)
         return live.index(self.path) if self.path in live else len(live)
+
+    def runs_ahead(self) -> list[str]:
+        """The run directories of the live jobs ahead of this one (each ticket holds its run's path)."""
+        live = live_tickets(self.device)
+        out = []
+        for path in live[:live.index(self.path)] if self.path in live else live:
+            with contextlib.suppress(OSError):
+                out.append(path.read_text().strip() or "?")
+        return out
+
+    def waiting_note(self, ahead: int) -> str:
+        """Why the job waits: how many are ahead on which device, and the first of them by its run."""
+        runs = self.runs_ahead()
+        first = f"; first {runs[0]}" if runs else ""
+        return f"{ahead} ahead on {self.device} of {socket.gethostname()}{first}"
 
     def try_start(self) -> bool:
         """Take a free slot if this ticket's turn has come; True when it may run now."""

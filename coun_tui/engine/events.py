@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,3 +89,43 @@ RAW_FIELDS = ("features", "reference")  # arrays that travel with an event but a
 def to_json(event: Event) -> str:
     data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in RAW_FIELDS}
     return json.dumps(data, separators=(",", ":"))
+
+
+def eta_seconds(last: Step | None, total_steps: int | None) -> float | None:
+    """Seconds left, from the run's own clock: its mean time per step so far (evaluations and set-up
+    included) times the steps left. It depends on the events alone, never on when a follower
+    started reading them, so every follower (the app, `unlearn`, `runs watch`) shows the same ETA."""
+    if last is None or not total_steps or last.step <= 0 or last.seconds <= 0:
+        return None
+    return last.seconds / last.step * max(total_steps - last.step, 0)
+
+
+class Progress:
+    """How far a run is, fed its events in order (the CLI's progress bar keeps one)."""
+
+    def __init__(self) -> None:
+        self.total_steps: int | None = None
+        self.last_step: Step | None = None
+        self.over = False
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.total_steps = event.total_steps
+        elif isinstance(event, Step):
+            self.last_step = event
+        elif isinstance(event, (Done, Failed, Cancelled)):
+            self.over = True
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return None if self.over else eta_seconds(self.last_step, self.total_steps)
+
+
+def format_duration(seconds: float | None) -> str:
+    """1:05, 1:02:03; --:-- when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--"
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-MODELS_DIR = Path(os.environ.get("COUN_LAB_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+def _models_dir() -> Path:
+    """$COUN_LAB_MODELS; else the checkpoints an installed wheel carries as coun_tui/models (the
+    build copies models/ there, see setup.py); else models/ beside the package in a source tree."""
+    if os.environ.get("COUN_LAB_MODELS"):
+        return Path(os.environ["COUN_LAB_MODELS"])
+    packaged = resources.files("coun_tui") / "models"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+MODELS_DIR = _models_dir()
 DEFAULT_MODEL = MODELS_DIR / "resnet18-digits.safetensors"
 
 

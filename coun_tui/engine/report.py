@@ -130,9 +130,10 @@ def _score(row: dict[str, Any], col: str) -> float | None:
 def best_per_column(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Index of the best row per column: the smallest gap for RA/UA/TA/MIA (Retrain excluded),
     the lowest Avg. Gap, PFLOPs and time, the highest agreement and CKA, the k-NN probe closest
-    to Retrain's."""
+    to Retrain's. A Retrain row is the reference the others are measured against, never a
+    competitor, on cost either: with no other row, nothing is marked."""
     best = {}
-    candidates = [i for i, r in enumerate(rows) if not r["method"].startswith("retrain")] or list(range(len(rows)))
+    candidates = [i for i, r in enumerate(rows) if not r["method"].startswith("retrain")]
     for col in COLUMNS:
         scored = [(s, i) for i in candidates if (s := _score(rows[i], col)) is not None and not _nan(s)]
         if scored:
@@ -175,7 +176,7 @@ def table_cells(rows: list[dict[str, Any]], columns: Sequence[str] | None = None
     head = ["Method", *(HEADERS[c] for c in shown)]
     body, marked = [], set()
     for i, r in enumerate(rows):
-        cells = [_md(r["method"]) + (f" (n={r['n']})" if with_std else f" `{_md(r.get('run', ''))}`")]
+        cells = [_md(r["method"]) + (f" (n={r['n']}{_repeats(r)})" if with_std else f" `{_md(r.get('run', ''))}`")]
         for j, col in enumerate(shown, start=1):
             cells.append(text := _fmt(r, col, with_std))
             if best.get(col) == i and text != "-":
@@ -208,6 +209,11 @@ def render(rows: list[dict[str, Any]], fmt: str = "md", with_legend: bool = True
     return text + "\n" + legend(rows) if with_legend else text
 
 
+def _repeats(row: dict[str, Any]) -> str:
+    """", repeats counted once: B = A" for a row whose runs repeat a seed and its settings."""
+    return f", repeats counted once: {_md(', '.join(row['repeats']))}" if row.get("repeats") else ""
+
+
 def _md(text: str) -> str:
     """Text for a Markdown table cell: a | or a line break would end the cell or the row."""
     return " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
@@ -221,6 +227,30 @@ def group_by_method(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         key = json.dumps([m.get("dataset"), forget, run_label(m)], sort_keys=True)
         groups.setdefault(key, []).append(m)
     return list(groups.values())
+
+
+def split_repeats(group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs of a group with distinct seeds and settings, and the names of the others: a run
+    that repeats an earlier one's seed and hyperparameters is the same trial again, not a new seed,
+    so it counts once (as "B = A")."""
+    seen: dict[str, dict[str, Any]] = {}
+    repeats = []
+    for m in group:
+        key = json.dumps([m.get("seed"), m.get("hparams") or {}], sort_keys=True, default=str)
+        if key in seen:
+            repeats.append(f"{m.get('name') or '?'} = {seen[key].get('name') or '?'}")
+        else:
+            seen[key] = m
+    return list(seen.values()), repeats
+
+
+def per_method_row(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """aggregate() over the group's distinct seeds, naming the repeats it left out."""
+    kept, repeats = split_repeats(group)
+    row = aggregate(kept)
+    if repeats:
+        row["repeats"] = repeats
+    return row
 
 
 def reference_of(run_dir: str | Path, m: dict[str, Any],
@@ -277,7 +307,7 @@ def compare_rows(run_dirs: Sequence[str | Path], sort: str | None = None, refere
     if per_method:
         for run_dir, m in zip(run_dirs, runs):
             m["reference"] = reference_of(run_dir, m)
-        rows = [aggregate(group) for group in group_by_method(runs)]
+        rows = [per_method_row(group) for group in group_by_method(runs)]
     else:
         rows = [row_of(m) for m in runs]
     if sort:

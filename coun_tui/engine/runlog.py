@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coun_tui.engine import UserError
-from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Event, Failed, Started, Step
+from coun_tui.engine.events import (
+    Cancelled,
+    Done,
+    Embedding,
+    EpochMetrics,
+    Event,
+    Failed,
+    Started,
+    Step,
+    eta_seconds,
+)
 from coun_tui.engine.records import METRICS, RunRecord, method_label
 from coun_tui.engine.runs import EMBEDDING_FILE
 
@@ -118,10 +128,7 @@ class RunLog:
 
     @property
     def eta_seconds(self) -> float | None:
-        s = self.last_step
-        if not s or not self.total_steps or self.finished or s.step == 0:
-            return None
-        return s.seconds / s.step * (self.total_steps - s.step)
+        return None if self.finished else eta_seconds(self.last_step, self.total_steps)
 
     def gap(self, metrics: dict[str, float], given: dict[str, float] | None) -> dict[str, float] | None:
         """Gaps from the event when the run had a reference, else from a reference found later."""

@@ -24,8 +24,7 @@ from coun_tui.engine import model as model_mod
 from coun_tui.engine import reference as ref_mod
 from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Event, Failed, Started, Step
 from coun_tui.engine.forget import ForgetSpec, Split, check_seed, make_split
-from coun_tui.engine.methods import Batch, Context, Method, check_hparams
-from coun_tui.engine.methods import get as get_method
+from coun_tui.engine.methods import Batch, Context, Method, check_hparams, check_method
 from coun_tui.engine.methods.base import info_nce
 from coun_tui.engine.records import METRICS, TEST_HALVES, describe_half, method_label, read_spec
 
@@ -161,17 +160,10 @@ def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
     hyperparameters' names and values, the seed and the +CL rules."""
     device = resolve_device(spec.device)
     autocast_for(device, spec.precision)  # an unknown or unsupported precision fails here, not mid-run
-    method_cls = get_method(spec.method)
-    check_hparams(method_cls, spec.hparams)  # before the model and data load: a typo fails at once
-    check_seed(spec.seed)
+    method_cls = check_method(spec.method, spec.cl, spec.hparams, spec.seed)  # before the model and data load
     if spec.test_half not in (None, *TEST_HALVES):
         raise UserError(f"test half {spec.test_half!r}: use val (tuning) or report (final tables)")
     check_seed(spec.half_seed)
-    if spec.cl and method_cls.always_cl:
-        raise UserError(f"{method_cls.name}'s contrastive term is always on: drop --cl "
-                        "(--lambda and --tau tune it)")
-    if spec.cl and method_cls.from_scratch:
-        raise UserError(f"{method_cls.name} is the reference and takes no contrastive term: drop --cl")
     return device, method_cls
 
 

@@ -145,7 +145,7 @@ def _supervise(run_dir: Path, args: argparse.Namespace) -> int:
         lock.set_holder(role="worker")
     ticket = Ticket.adopt(args.ticket, args.ticket_fd, args.device)
     try:
-        queued = lambda ahead: write_status(run_dir, note=f"{ahead} ahead on {args.device}")  # noqa: E731
+        queued = lambda ahead: write_status(run_dir, note=ticket.waiting_note(ahead))  # noqa: E731
         try:
             turn = ticket.wait_turn(cancel_file.exists, queued)
         except (OSError, UserError) as exc:  # a queue slot or limit that is no file: the cause, not a death

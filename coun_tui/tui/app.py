@@ -35,7 +35,7 @@ from coun_tui.tui.saved_runs import SavedRuns
 from coun_tui.tui.training import Training
 from coun_tui.tui.widgets.compare import ComparePanel, ComparisonTable
 from coun_tui.tui.widgets.dialogs import LaunchScreen
-from coun_tui.tui.widgets.model_picker import ModelPicker
+from coun_tui.tui.widgets.model_picker import ModelPicker, same_file
 from coun_tui.tui.widgets.quit_dialog import QuitScreen
 from coun_tui.tui.widgets.run_pane import RunPane, clipped, short_path
 from coun_tui.tui.widgets.setup_panel import SetupPanel
@@ -193,8 +193,11 @@ class CounLab(Training, Comparison, SavedRuns, App):
                 self.query_one("#model-facts", Static).update(message.error)
         else:
             self.model_path = message.path
-            self.setup_panel.set_model(message.path, message.meta or {}, message.dataset, self.data_root)
+            dropped = self.setup_panel.set_model(message.path, message.meta or {}, message.dataset, self.data_root)
             self.sub_title = Path(message.path).name
+            if dropped:
+                self.notify(f"forget set: unticked {', '.join(dropped)}, which {Path(message.path).name} "
+                            "has no class of that name", title="forget set changed", timeout=8)
         if not self._restored:
             self._restored = True
             self._restore_session()
@@ -202,10 +205,11 @@ class CounLab(Training, Comparison, SavedRuns, App):
 
     def action_pick_model(self) -> None:
         def chosen(path: str | None) -> None:
-            if path:
+            loaded = self.setup_panel.model_path
+            if path and not (loaded and same_file(path, loaded)):  # the model already loaded: nothing changes
                 self.load_model(path, None, self.data_root)
 
-        self.push_screen(ModelPicker(self.runs_dir), chosen)
+        self.push_screen(ModelPicker(self.runs_dir, self.setup_panel.model_path), chosen)
 
     # --- launching ----------------------------------------------------------------------------
 

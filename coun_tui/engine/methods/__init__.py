@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from coun_tui.engine import UserError
+from coun_tui.engine.forget import check_seed
 from coun_tui.engine.methods.base import (
     COMMON_PARAMS,
     Batch,
@@ -23,6 +25,8 @@ REGISTRY: dict[str, type[Method]] = {}
 # The order in which methods are listed (the paper's); methods not named here follow by name.
 ORDER = ("retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not", "scrub", "bad-teacher", "coun")
 _loaded = False
+# The modules here that declare what a method is, not a method.
+NOT_METHODS = ("base", "params")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -46,6 +50,19 @@ def get(name: str) -> type[Method]:
         raise UserError(f"unknown method {name!r}; choose one of: {', '.join(all_methods())} "
                         "(see `coun-lab methods`)")
     return REGISTRY[key]
+
+
+def check_method(method: str, cl: bool, hparams: dict[str, Any], seed: int) -> type[Method]:
+    """The method exists, its hyperparameters are its own and in range, the seed fits, +CL applies."""
+    method_cls = get(method)
+    check_hparams(method_cls, hparams)
+    check_seed(seed)
+    if cl and method_cls.always_cl:
+        raise UserError(f"{method_cls.name}'s contrastive term is always on: drop --cl "
+                        "(--lambda and --tau tune it)")
+    if cl and method_cls.from_scratch:
+        raise UserError(f"{method_cls.name} is the reference and takes no contrastive term: drop --cl")
+    return method_cls
 
 
 def all_methods() -> dict[str, type[Method]]:
@@ -73,10 +90,10 @@ def _load_all() -> None:
     if _loaded:
         return
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name not in NOT_METHODS:
             importlib.import_module(f"{__name__}.{info.name}")
     _loaded = True
 
 
 __all__ = ["Batch", "COMMON_PARAMS", "Context", "Method", "Param", "Search", "all_methods", "all_params",
-           "check_hparams", "flag", "get", "register", "searched"]
+           "check_hparams", "check_method", "flag", "get", "register", "searched"]

@@ -8,13 +8,16 @@ batch-mean KL where theirs averages over classes too (a constant factor the lr a
 retain data where the paper samples 30% of it, and the lab's SGD where theirs uses Adam.
 """
 
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
-from coun_tui.engine import model as model_mod
+from typing import TYPE_CHECKING
+
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
 from coun_tui.engine.methods.scrub import frozen_copy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -26,6 +29,10 @@ class BadTeacher(Method):
     stream = "mixed"
 
     def setup(self, ctx: Context) -> None:
+        import torch
+
+        from coun_tui.engine import model as model_mod
+
         model = ctx.model
         self.good = frozen_copy(model)
         with torch.random.fork_rng(devices=[]):
@@ -34,6 +41,9 @@ class BadTeacher(Method):
         self.bad = frozen_copy(bad.to(ctx.device).to(memory_format=torch.channels_last))
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
         t = float(self.hp["temperature"])
         with torch.no_grad(), ctx.autocast():
             good, bad = self.good(batch.x), self.bad(batch.x)

@@ -4,6 +4,8 @@ The contrastive term itself lives in the run loop (base.info_nce), since `--cl` 
 term to any other method; CoUn is the method for which it is always on.
 """
 
+from __future__ import annotations
+
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Method
 

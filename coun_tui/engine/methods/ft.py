@@ -1,5 +1,7 @@
 """FT: fine-tune on the retain set with cross-entropy (catastrophic forgetting of the rest)."""
 
+from __future__ import annotations
+
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Method
 

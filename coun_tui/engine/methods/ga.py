@@ -1,12 +1,15 @@
 """GA: gradient ascent on the forget set (-CE), small learning rate, few epochs."""
 
-from dataclasses import replace
+from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import OPTIMISER_PARAMS, Batch, Context, Method, Search
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -18,4 +21,6 @@ class GradientAscent(Method):
     stream = "forget"
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
         return {"forget": -F.cross_entropy(logits, batch.y)}

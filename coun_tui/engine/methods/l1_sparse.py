@@ -1,10 +1,14 @@
 """l1-sparse: CE on retain plus gamma_t * ||theta||_1, gamma_t decaying linearly to 0."""
 
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
+
+if TYPE_CHECKING:
+    import torch
 
 
 def l1_weight(gamma: float, step: int, l1_steps: int) -> float:
@@ -26,6 +30,9 @@ class L1Sparse(Method):
               "l1_epochs": Param(4, "epochs over which the L1 weight falls to 0", ge=0)}
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
         weight = l1_weight(float(self.hp["gamma"]), ctx.step,
                            int(self.hp["l1_epochs"]) * ctx.steps_per_epoch)
         ctx.state["l1_weight"] = weight

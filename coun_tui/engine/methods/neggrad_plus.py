@@ -1,10 +1,14 @@
 """NegGrad+: alpha * CE(retain batch) - (1 - alpha) * CE(forget batch), forget batches cycled."""
 
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Batch, Context, Method, Param, Search
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -17,6 +21,8 @@ class NegGradPlus(Method):
     stream = "retain+forget"
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
         alpha = float(self.hp["alpha"])
         assert batch.forget_x is not None and batch.forget_y is not None  # stream "retain+forget" sets them
         with ctx.autocast():

@@ -1,5 +1,7 @@
 """Retrain: the gold standard. The original model's recipe, from scratch, on the retain set only."""
 
+from __future__ import annotations
+
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Method
 

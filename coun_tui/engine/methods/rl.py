@@ -6,11 +6,15 @@ samples get labels drawn uniformly over all classes afresh for every batch (`lab
 run (the committed runs made before the reference behaviour was the default used it).
 """
 
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Batch, Context, Method, Param
+
+if TYPE_CHECKING:
+    import torch
 
 LABELS = Param("per-batch", "forget samples' random labels: per-batch (drawn for every batch, as the "
                "OPTML-Group reference) or once (one wrong label per sample for the run)",
@@ -25,10 +29,14 @@ class RandomLabel(Method):
     stream = "mixed"
 
     def setup(self, ctx: Context) -> None:
+        import torch
+
         self.label_gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 4)
 
     def targets(self, ctx: Context, batch: Batch) -> torch.Tensor:
         """The batch's labels, the forget rows' drawn afresh unless `labels=once`."""
+        import torch
+
         rows = ~batch.is_retain
         if self.hp["labels"] == "once" or not bool(rows.any()):
             return batch.y  # the run loop's relabel(): wrong labels drawn once
@@ -39,4 +47,6 @@ class RandomLabel(Method):
         return y
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
         return {"ce": F.cross_entropy(logits, self.targets(ctx, batch))}

@@ -12,15 +12,17 @@ weight decay nor momentum can drift them (the reference now does the same: it re
 clears their momentum).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from coun_tui.engine import data as data_mod
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import Context, Param, Search
 from coun_tui.engine.methods.rl import LABELS, RandomLabel
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -45,6 +47,8 @@ class SalUn(RandomLabel):
         self._before = [p.detach().clone() for p in ctx.model.parameters()]
 
     def after_step(self, ctx: Context) -> None:
+        import torch
+
         with torch.no_grad():
             for p, old, keep in zip(ctx.model.parameters(), self._before, self.mask):
                 p.copy_(torch.where(keep, p, old))
@@ -53,6 +57,10 @@ class SalUn(RandomLabel):
 def forget_batches(ctx: Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The reference's mask data: the forget set shuffled into batches of the run's batch size,
     each augmented as training images are (seeded by the run's seed)."""
+    import torch
+
+    from coun_tui.engine import data as data_mod
+
     gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 5)
     bs = int(ctx.hparams["batch_size"])
     order = ctx.forget[torch.randperm(len(ctx.forget), generator=gen, device=gen.device).to(ctx.forget.device)]
@@ -65,6 +73,9 @@ def _gradients(ctx: Context, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
                accumulate: Callable[[torch.Tensor, torch.Tensor], object]) -> list[torch.Tensor]:
     """Run each batch forward and backward at the trained weights (eval mode, float32: a confident
     model's forget gradients underflow in bf16) and fold its gradient into the statistic."""
+    import torch
+    import torch.nn.functional as F
+
     model = ctx.model
     params = list(model.parameters())
     stat = [torch.zeros_like(p) for p in params]
@@ -97,6 +108,8 @@ def abs_saliency(ctx: Context, batch_size: int = 256) -> list[torch.Tensor]:
 
 def top_fraction(stat: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
     """Boolean masks (one per parameter): True for the top `ratio` of the statistic, globally."""
+    import torch
+
     flat = torch.cat([s.flatten() for s in stat])
     k = max(1, int(round(ratio * flat.numel())))
     keep = torch.zeros_like(flat, dtype=torch.bool)

@@ -10,20 +10,25 @@ Defaults are the authors' code's (meghdadk/SCRUB): gamma 0.99, alpha 0.001, kd_T
 within 3 epochs.
 """
 
+from __future__ import annotations
+
 import copy
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from coun_tui.engine import data as data_mod
 from coun_tui.engine.methods import register
 from coun_tui.engine.methods.base import OPTIMISER_PARAMS, Batch, Context, Method, Param, Search
-from coun_tui.engine.model import ResNet18
+
+if TYPE_CHECKING:
+    import torch
+
+    from coun_tui.engine.model import ResNet18
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) of the softened outputs, batch mean, times T^2 (Hinton et al.)."""
+    import torch.nn.functional as F
+
     t = float(temperature)
     log_s = F.log_softmax(student_logits.float() / t, dim=1)
     p_t = F.softmax(teacher_logits.float() / t, dim=1)
@@ -52,10 +57,14 @@ class Scrub(Method):
               "forget_batch_size": Param(32, "SCRUB: forget samples per max-step", ge=2)}
 
     def setup(self, ctx: Context) -> None:
+        import torch
+
         self.teacher = frozen_copy(ctx.model)
         self.gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 7)
 
     def _teacher(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         with torch.no_grad(), ctx.autocast():
             logits: torch.Tensor = self.teacher(x)
         ctx.flops.count_images(forward_only=len(x))
@@ -63,6 +72,10 @@ class Scrub(Method):
 
     def before_epoch(self, ctx: Context) -> None:
         """The max-pass: one ascent step on KL per forget batch."""
+        import torch
+
+        from coun_tui.engine import data as data_mod
+
         if ctx.epoch >= int(self.hp["max_epochs"]):
             return
         bs = int(self.hp["forget_batch_size"])
@@ -86,6 +99,8 @@ class Scrub(Method):
             ctx.state["max_kl"] = -float(loss.detach())
 
     def loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
         kl = distill_kl(logits, self._teacher(ctx, batch.x), self.hp["temperature"])
         return {"ce": float(self.hp["ce_weight"]) * F.cross_entropy(logits, batch.y),
                 "kl": float(self.hp["kl_weight"]) * kl}

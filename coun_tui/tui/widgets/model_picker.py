@@ -19,7 +19,8 @@ from coun_tui.tui.widgets.run_pane import short_path
 
 
 class _Picker(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    # Typing goes to the path field; the list is one arrow key (or tab) away.
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("down", "to_list", show=False)]
     TITLE_TEXT = ""
     PLACEHOLDER = ""
 
@@ -31,12 +32,17 @@ class _Picker(ModalScreen[str | None]):
             yield Static(self.TITLE_TEXT, classes="picker-title")
             yield Input(placeholder=self.PLACEHOLDER, id="path")
             yield OptionList(*self.options(), id="choices")
-            yield Static("enter: open · escape: close", classes="picker-hint")
+            yield Static("type a path, or ↓ to the list · enter: open · escape: close", classes="picker-hint")
 
     def on_mount(self) -> None:
         choices = self.query_one(OptionList)
         if choices.option_count:
             choices.highlighted = 0
+        self.query_one("#path", Input).focus()
+
+    def action_to_list(self) -> None:
+        choices = self.query_one(OptionList)
+        if self.query_one("#path", Input).has_focus and choices.option_count:
             choices.focus()
 
     @on(Input.Submitted)
@@ -55,14 +61,27 @@ class ModelPicker(_Picker):
     TITLE_TEXT = "Choose a model to unlearn"
     PLACEHOLDER = "path to a checkpoint (.safetensors, .pt, .pth), then enter"
 
-    def __init__(self, runs_dir: Path) -> None:
+    def __init__(self, runs_dir: Path, loaded: str | None = None) -> None:
         super().__init__()
         self.runs_dir = runs_dir
+        self.loaded = loaded
 
     def options(self) -> list[Option]:
-        opts = [Option(f"{p.name}  [dim]shipped · {short_path(p)}[/]", id=str(p)) for p in paths.shipped_models()]
+        opts = [Option(f"{p.name}  [dim]shipped · {short_path(p)}{self._mark(p)}[/]", id=str(p))
+                for p in paths.shipped_models()]
         for run in paths.saved_runs(self.runs_dir):
             model = run / "model.safetensors"
             if model.is_file():
-                opts.append(Option(f"{run.name}/model.safetensors  [dim]saved run[/]", id=str(model)))
+                opts.append(Option(f"{run.name}/model.safetensors  [dim]saved run{self._mark(model)}[/]",
+                                   id=str(model)))
         return opts
+
+    def _mark(self, path: Path) -> str:
+        return " · loaded" if self.loaded and same_file(path, self.loaded) else ""
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False

@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, ProgressBar, Static
 
-from coun_tui.engine.events import Event, Step
+from coun_tui.engine.events import Event, Step, format_duration
 from coun_tui.engine.records import METRICS
 from coun_tui.engine.runlog import RunLog
 from coun_tui.tui.widgets.plots import EmbeddingPlot, LossPlot
@@ -47,13 +47,7 @@ def clipped(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+fmt_duration = format_duration  # the CLI's progress bar writes durations the same way
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -144,16 +144,24 @@ class SetupPanel(VerticalScroll, can_focus=False):
 
     # --- model --------------------------------------------------------------------------------
 
-    def set_model(self, path: str, meta: dict, dataset, data_root: str | None = None) -> None:
+    def set_model(self, path: str, meta: dict, dataset, data_root: str | None = None) -> list[str]:
+        """Show the model and its classes; ticked classes the new model also has (by name) stay
+        ticked. Returns the names of those it has not, which are unticked."""
+        sel = self.query_one("#forget-classes", SelectionList)
+        old_names: list[str] = list(self.dataset.classes) if self.dataset is not None else []
+        ticked = [old_names[i] for i in sorted(sel.selected) if 0 <= i < len(old_names)]
         self.model_path, self.meta, self.dataset, self.data_root = path, meta, dataset, data_root
         self.dataset_name = dataset.name
         self.query_one("#model-facts", Static).update(model_facts(path, meta, dataset))
         counts = np.bincount(dataset.train_y.numpy(), minlength=len(dataset.classes))
-        sel = self.query_one("#forget-classes", SelectionList)
         sel.clear_options()
         sel.add_options([(f"{name}  ({counts[i]})", i) for i, name in enumerate(dataset.classes)])
+        for name in ticked:
+            if name in dataset.classes:
+                sel.select(list(dataset.classes).index(name))
         self._fill_hparams()
         self.update_split()
+        return [name for name in ticked if name not in dataset.classes]
 
     # --- forget set ---------------------------------------------------------------------------
 
