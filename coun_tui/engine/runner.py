@@ -156,6 +156,8 @@ def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
                         "(--lambda and --tau tune it)")
     if spec.cl and method_cls.from_scratch:
         raise UserError(f"{method_cls.name} is the reference and takes no contrastive term: drop --cl")
+    if spec.cl and method_cls.cl_refusal:
+        raise UserError(f"{method_cls.name} takes no contrastive term ({method_cls.cl_refusal}): drop --cl")
     return device, method_cls
 
 
@@ -497,7 +499,7 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             for group in opt.param_groups:
                 group["lr"] = lr
             signature = (tuple(batch.x.shape), None if batch.forget_x is None else tuple(batch.forget_x.shape),
-                         int(batch.is_retain.sum()) if prep.use_cl else None)
+                         int(batch.is_retain.sum()) if prep.use_cl else None, method.step_signature(ctx))
             with ctx.flops.measure(signature):
                 with autocast():
                     logits, z = model.forward_with_features(batch.x)

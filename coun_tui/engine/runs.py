@@ -64,8 +64,9 @@ def metrics_record(prep: Prepared, done: Done) -> dict[str, Any]:
     m = done.metrics
     extra = {k: v for k, v in m.items() if k not in (*METRICS, "gap", "avg_gap")}
     paper = None if done.paper_flops is None else done.paper_flops / 1e15
+    epochs = int(prep.hparams["epochs"])  # 0 for a method without a training loop (SSD)
     return {**{k: m[k] for k in METRICS}, "pflops": done.flops / 1e15,
-            "pflops_epoch": done.flops / 1e15 / int(prep.hparams["epochs"]), "pflops_paper": paper,
+            "pflops_epoch": done.flops / 1e15 / epochs if epochs else None, "pflops_paper": paper,
             "seconds": done.seconds, "gap": m.get("gap"), "avg_gap": m.get("avg_gap"),
             "reference": prep.reference, **extra,
             "method": prep.method.name, "cl": prep.use_cl and not prep.method.always_cl,

@@ -19,7 +19,8 @@ from coun_tui.engine.methods.base import (
 
 REGISTRY: dict[str, type[Method]] = {}
 # The order in which methods are listed (the paper's); methods not named here follow by name.
-ORDER = ("retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not", "scrub", "bad-teacher", "coun")
+ORDER = ("retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not", "scrub", "bad-teacher", "ssd",
+         "unsir", "jit", "coun")
 _loaded = False
 
 

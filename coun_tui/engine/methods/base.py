@@ -180,6 +180,8 @@ class Method:
     stream: ClassVar[str] = "retain"
     always_cl: ClassVar[bool] = False  # CoUn: the contrastive term is the method
     from_scratch: ClassVar[bool] = False  # Retrain: start from freshly initialised weights
+    # Why `--cl` cannot apply (no training loop, or no retain data by design); None: it can.
+    cl_refusal: ClassVar[str | None] = None
 
     def __init__(self, hparams: dict[str, Any]):
         self.hp = hparams
@@ -218,6 +220,11 @@ class Method:
         cross-entropy on the batch's labels (retain samples, plus relabelled forget samples in a
         "mixed" stream)."""
         return {"ce": F.cross_entropy(logits, batch.y)}
+
+    def step_signature(self, ctx: Context) -> tuple[Any, ...]:
+        """What, beyond the batch shapes, sets a step's FLOPs (UNSIR's impair steps train on a noise
+        batch too): steps with equal signatures are counted once and reused (see FlopMeter)."""
+        return ()
 
     def before_step(self, ctx: Context) -> None:
         """After backward, before the optimiser step."""
