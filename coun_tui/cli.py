@@ -176,8 +176,10 @@ def _table(metrics: dict) -> str:
 # Commands -------------------------------------------------------------------------------------
 
 @command()
-def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train on"),
+def train(dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset to train on"),
           out: Path = typer.Option(..., "--out", help="checkpoint to write (.safetensors)"),
+          like: Optional[Path] = typer.Option(None, "--like", help="train a checkpoint's recipe again (its "
+                                              "dataset, subset and hyperparameters) with --seed"),
           data_root: Optional[str] = DATA_ROOT,
           subset: Optional[int] = typer.Option(None, "--subset", help="stratified subset of N train images"),
           seed: int = typer.Option(0, "--seed", help="seed of the weights' initialisation and of training"),
@@ -196,8 +198,19 @@ def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train o
         fail(f"--subset {subset} must be at least 1")
     if out.exists() and not force:
         fail(f"--out {out} exists; give a new file, or --force to replace it")
-    prep = prepare(RunSpec(method="retrain", dataset=dataset, data_root=data_root, subset=subset,
-                           hparams=_given(hparams), seed=seed, device=device, precision=precision))
+    recipe: dict[str, Any] = {"dataset": dataset, "subset": subset, "subset_seed": None, "hparams": {}}
+    if like is not None:
+        from coun_tui.engine.runs import recipe_of
+
+        if dataset or subset is not None:
+            fail("--like takes the dataset and subset from the checkpoint: drop --dataset and --subset")
+        recipe = recipe_of(like)
+        half = half or recipe.pop("half")
+    elif not dataset:
+        fail("missing --dataset: give it, or --like CHECKPOINT to train that checkpoint's recipe again")
+    prep = prepare(RunSpec(method="retrain", dataset=recipe["dataset"], data_root=data_root, subset=recipe["subset"],
+                           subset_seed=recipe["subset_seed"], hparams={**recipe["hparams"], **_given(hparams)},
+                           seed=seed, device=device, precision=precision))
     last = follow(train_checkpoint(prep, out, dtype="float16" if half else "float32"), f"train {dataset}")
     _finish(last)
     typer.echo(f"saved {out}: test accuracy {last.metrics['TA']:.2f}%, train accuracy "
@@ -446,7 +459,8 @@ def methods():
         for key in cls.params:
             if key not in COMMON_PARAMS:
                 typer.echo(f"{'':<10} {key}: {declared[key].describe()}; {declared[key].help}")
-    typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau).")
+    refuse = [name for name, cls in all_methods().items() if cls.always_cl or cls.from_scratch or cls.cl_refusal]
+    typer.echo(f"Any method but {', '.join(refuse)} takes --cl (adds CoUn's contrastive term; --lambda, --tau).")
 
 
 @command()
@@ -513,6 +527,8 @@ def compare(runs: list[Path] = typer.Argument(..., help="finished run directorie
 
 @command()
 def sweep(model: Optional[str] = typer.Option(None, "--model", help="checkpoint every run unlearns"),
+          models: Optional[str] = typer.Option(None, "--models", help="several original models, comma-separated "
+                                               "(e.g. one recipe trained with seeds 0,1,2): every seed on each"),
           methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated, e.g. ft,neggrad+,coun"),
           out: Optional[Path] = typer.Option(None, "--out", help="folder of the sweep's runs and tables"),
           spec: Optional[Path] = typer.Option(None, "--spec", help="an experiment file (experiments/*.toml) "
@@ -543,12 +559,16 @@ def sweep(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
             plan.methods = _names(methods)
         plan.cl_too = plan.cl_too or cl_too
     else:
+        model = model or (_names(models)[0] if models and _names(models) else None)
         missing = [flag for flag, v in (("--model", model), ("--methods", methods), ("--out", out)) if not v]
         if missing:
             fail(f"missing {', '.join(missing)}: give them, or an experiment file with --spec FILE")
         assert model and methods and out  # checked just above
         plan = Sweep(model, _names(methods), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
+    if models:
+        plan.models = _names(models)
+        plan.model = plan.models[0]
     names = plan.methods + ["retrain"]
     index = _class_index_for(plan.model, plan.dataset, plan.data_root)
     forgets = [ForgetSpec(classes=parse_classes(c, index)) for c in forget_class]

@@ -108,3 +108,62 @@ def test_jit_never_reads_the_retain_set(digits_model):
     after = _final_weights(prep)
     assert all(torch.equal(clean[k], after[k]) for k in clean)  # retain images cannot matter
     assert any(not torch.equal(clean[k], original[k]) for k in clean)  # and the run did train
+
+
+def _forget_loss(prep):
+    from coun_tui.engine import data as data_mod
+
+    data = data_mod.prepare(prep.dataset, prep.meta["mean"], prep.meta["std"], torch.device("cpu"))
+    forget = torch.from_numpy(prep.split.forget)
+    prep.model.eval()
+    with torch.no_grad():
+        return F.cross_entropy(prep.model(data.train_x[forget]), data.train_y[forget]).item()
+
+
+def test_unsir_noise_raises_the_forget_loss_before_the_repair(digits_model):
+    """The impair epoch alone (no repair), against fine-tuning on the same retain batches with the
+    same lr and seed: only the noise differs, so the rise is the noise's."""
+    impair_only = {"epochs": 1, "impair_epochs": 1, "noise_steps": 20}
+    unsir, events = run_method(digits_model, "unsir", hparams=impair_only)
+    before = _forget_loss(prepare(RunSpec(method="ft", model=digits_model, forget=ForgetSpec(classes=[3]))))
+    ft, _ = run_method(digits_model, "ft", hparams={"epochs": 1, "lr": unsir.hparams["lr"]})
+    assert _forget_loss(unsir) > 100 * max(before, _forget_loss(ft))
+    n_noise = len(unsir.split.forget)  # one noise image per forget sample, each trained on once
+    assert events[-1].paper_flops > 0 and unsir.method.noise.shape[0] == n_noise
+
+
+async def test_the_app_runs_ssd_with_its_cl_box_off_and_fixed(tmp_path, digits_model):
+    import time
+    import tomllib
+
+    from textual.widgets import Select
+
+    from coun_tui.tui.app import CounLab
+    from coun_tui.tui.widgets.dialogs import LaunchScreen
+
+    async def until(pilot, condition, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await pilot.pause(0.1)
+
+    app = CounLab(runs_dir=tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.setup_panel.dataset is not None, 60, "the model to load")
+        sel = app.query_one("#forget-classes")
+        sel.deselect_all()
+        sel.select(3)
+        app.query_one("#method", Select).value = "ssd"
+        await pilot.pause()
+        box = app.query_one("#cl")
+        assert box.disabled and not box.value and "not for ssd" in str(box.label)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchScreen), app.screen
+        await pilot.press("y")
+        await pilot.pause()
+        pane = app.panes()[0]
+        await until(pilot, lambda: pane.runlog.finished, 300, "SSD to finish")
+        assert pane.runlog.status == "done", pane.runlog.reason
+        spec = tomllib.loads((pane.runlog.run_dir / "run.toml").read_text())
+        assert spec["method"] == "ssd" and not spec.get("cl")

@@ -41,6 +41,7 @@ class RunSpec:
     dataset: str | None = None  # default: the checkpoint's own dataset
     data_root: str | None = None
     subset: int | None = None  # only when training a new model; a checkpoint records its own
+    subset_seed: int | None = None  # the subset's draw when training; None: the run's seed
     forget: ForgetSpec = field(default_factory=ForgetSpec)
     cl: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
@@ -132,7 +133,7 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
     else:
         if not spec.dataset:
             raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
-        dataset = data_mod.load(spec.dataset, spec.data_root, spec.subset, spec.seed)
+        dataset = data_mod.load(spec.dataset, spec.data_root, spec.subset, _subset_seed(spec))
         mean, std = dataset.channel_stats()
         meta = {"arch": "resnet18", "stem": "cifar", "in_channels": dataset.in_channels,
                 "num_classes": len(dataset.classes), "dataset": dataset.name, "subset": dataset.subset,
@@ -141,6 +142,10 @@ def load_source(spec: RunSpec) -> tuple[model_mod.ResNet18 | None, dict[str, Any
         model = None
     meta["classes"] = dataset.classes
     return model, meta, dataset
+
+
+def _subset_seed(spec: RunSpec) -> int:
+    return spec.seed if spec.subset_seed is None else spec.subset_seed
 
 
 def _check_settings(spec: RunSpec) -> tuple[torch.device, type[Method]]:
@@ -219,7 +224,7 @@ def check(spec: RunSpec) -> str:
         checkpoint.resolve_normalisation(meta, str(name), spec.mean, spec.std)
         key = (name, spec.data_root, meta.get("subset"), meta.get("subset_seed") or 0)
     elif name:
-        key = (name, spec.data_root, spec.subset, spec.seed)
+        key = (name, spec.data_root, spec.subset, _subset_seed(spec))
     else:
         raise UserError("no model and no dataset given; pass --model FILE or --dataset NAME")
     labels, n_test = _labels(*key)
@@ -495,11 +500,12 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             if method.stream == "retain+forget":
                 fidx = cyclers["forget"].next()
                 batch.forget_x, batch.forget_y = _view(data, fidx, gen_aug), data.train_y[fidx]
+            batch = method.extend_batch(ctx, batch)
             lr = lr_at(hp, ctx.step, total)
             for group in opt.param_groups:
                 group["lr"] = lr
             signature = (tuple(batch.x.shape), None if batch.forget_x is None else tuple(batch.forget_x.shape),
-                         int(batch.is_retain.sum()) if prep.use_cl else None, method.step_signature(ctx))
+                         int(batch.is_retain.sum()) if prep.use_cl else None)
             with ctx.flops.measure(signature):
                 with autocast():
                     logits, z = model.forward_with_features(batch.x)
@@ -517,7 +523,7 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             opt.step()
             method.after_step(ctx)
             ctx.step += 1
-            trained = len(idx) + (0 if batch.forget_x is None else len(batch.forget_x))
+            trained = len(batch.x) + (0 if batch.forget_x is None else len(batch.forget_x))
             images += trained
             ctx.flops.count_images(trained=trained)
             values = {k: float(v.detach()) for k, v in losses.items()}
@@ -541,9 +547,9 @@ def _cl_term(ctx: Context, batch: Batch, idx: torch.Tensor, z1: torch.Tensor, re
              gen: torch.Generator) -> torch.Tensor:
     """CoUn's cross-view InfoNCE on the step's retain samples (view 1 reuses the main forward)."""
     data = ctx.data
-    rows = batch.is_retain
+    rows = batch.is_retain[:len(idx)]  # rows a method appended (UNSIR's noise) are not samples
     if int(rows.sum()) >= 2:
-        ridx, z1 = idx[rows], z1[rows]
+        ridx, z1 = idx[rows], z1[:len(idx)][rows]
     else:  # a forget-only stream (GA): draw a retain batch of its own, both views
         ridx = retain_cycler.next()
         with ctx.autocast():

@@ -142,6 +142,21 @@ def train_checkpoint(prep: Prepared, out_file: str | Path, cancel: CancelFlag | 
         yield event
 
 
+def recipe_of(model: str | Path) -> dict[str, Any]:
+    """How a checkpoint made by `coun-lab train` was made, as RunSpec fields (dataset, subset,
+    subset_seed, hparams), so that the same recipe can be trained again with another seed: the
+    same data (the subset drawn with the original's seed), a new initialisation and batch order."""
+    meta = checkpoint.read_meta(model)
+    recipe = meta.get("recipe")
+    if not isinstance(recipe, dict) or not meta.get("dataset"):
+        raise UserError(f"{model} records no training recipe (it was not made by `coun-lab train`); "
+                        "give --dataset and the hyperparameters instead")
+    subset = meta.get("subset")
+    return {"dataset": str(meta["dataset"]), "subset": subset,
+            "subset_seed": int(meta.get("subset_seed") or 0) if subset else None, "hparams": dict(recipe),
+            "half": meta.get("stored_dtype") == "float16"}
+
+
 def load_reference(path: str | Path, split: Split) -> dict[str, float]:
     """Retrain metrics from a run directory or an unlearned checkpoint, for the same split only."""
     p = Path(path)

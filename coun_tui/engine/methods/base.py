@@ -221,10 +221,10 @@ class Method:
         "mixed" stream)."""
         return {"ce": F.cross_entropy(logits, batch.y)}
 
-    def step_signature(self, ctx: Context) -> tuple[Any, ...]:
-        """What, beyond the batch shapes, sets a step's FLOPs (UNSIR's impair steps train on a noise
-        batch too): steps with equal signatures are counted once and reused (see FlopMeter)."""
-        return ()
+    def extend_batch(self, ctx: Context, batch: Batch) -> Batch:
+        """The step's batch with any rows the method trains on beside its samples, appended after
+        them (UNSIR's noise images; is_retain False). The default adds none."""
+        return batch
 
     def before_step(self, ctx: Context) -> None:
         """After backward, before the optimiser step."""
