@@ -31,7 +31,7 @@ def fisher_diagonal(model, x, y, batch_size=128):
 
 def test_ssd_dampens_exactly_the_selected_weights_and_leaves_the_rest_bit_identical(digits_model):
     alpha = 2.0
-    prep, events = run_method(digits_model, "ssd", hparams={"alpha": alpha})
+    prep, events = run_method(digits_model, "ssd", hparams={"selection": alpha})
     assert events[0].epochs == 0  # no training loop: the dampening is the whole method
     original, meta = checkpoint.load(digits_model)
     from coun_tui.engine import data as data_mod

@@ -9,7 +9,8 @@ weight, and every BatchNorm buffer, is left bit-identical.
 
 As in the authors' code (if-loops/selective-synaptic-dampening, ssd.py and forget_random_main.py):
 the model in eval mode, batches of 128 unshuffled, every parameter eligible, and their defaults
-alpha (`selection_weighting`) 10 and lambda (`dampening_constant`) 1 for ResNet-18 on CIFAR.
+alpha (`selection_weighting`; the lab's `selection`, as NegGrad+ has an alpha of its own) 10 and
+lambda (`dampening_constant`; the lab's `dampening`) 1 for ResNet-18 on CIFAR.
 The lab feeds un-augmented images where theirs come through the training loader (an importance is
 an expectation over the data; augmentation only adds noise to it), and computes in float32 (a
 confident model's squared gradients underflow in bf16).
@@ -33,8 +34,8 @@ class SelectiveSynapticDampening(Method):
     summary = "training-free: dampen the weights far more important to the forget set than to the data"
     params = {"epochs": Param(0, "SSD trains no epochs: it dampens the weights once, before any step",
                               ge=0, le=0),
-              "alpha": Param(10.0, "SSD selection: dampen a weight whose forget importance exceeds alpha "
-                             "times its importance on the training data", gt=0),
+              "selection": Param(10.0, "SSD alpha: dampen a weight whose forget importance exceeds alpha "
+                                 "times its importance on the training data", gt=0),
               "dampening": Param(1.0, "SSD lambda: a selected weight is scaled by min(lambda * "
                                  "importance on the data / importance on the forget set, 1)", gt=0)}
     cl_refusal = "SSD has no training loop: it dampens the weights once, so no loss takes the term"
@@ -43,7 +44,7 @@ class SelectiveSynapticDampening(Method):
         train_set = torch.cat([ctx.retain, ctx.forget])
         forget_imp = importance(ctx, ctx.forget)
         data_imp = importance(ctx, train_set)
-        self.selected = dampen(ctx.model, forget_imp, data_imp, float(self.hp["alpha"]),
+        self.selected = dampen(ctx.model, forget_imp, data_imp, float(self.hp["selection"]),
                                float(self.hp["dampening"]))
         ctx.state["selected"] = sum(int(s.sum()) for s in self.selected)
 
