@@ -42,7 +42,7 @@ def events_of(model, method, stop_after=None, **kw):
 
 def test_registry_has_the_paper_methods():
     assert list(all_methods()) == ["retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "not",
-                                   "scrub", "bad-teacher", "coun"]
+                                   "scrub", "bad-teacher", "ssd", "unsir", "jit", "coun"]
 
 
 def test_coun_loss_equals_hand_computation():

@@ -220,7 +220,8 @@ def test_search_ranges_are_declared_once_beside_each_method(cli, capsys):
     assert set(searched(all_methods()["ft"], cl=True)) == {"lr", "lambda", "tau"}  # ft+CL tunes its term too
     assert spaces["neggrad+"]["alpha"] == Search(0.95, 0.9999) and spaces["salun"]["mask_ratio"] == Search(0.1, 1.0)
     assert spaces["l1-sparse"]["gamma"] == Search(1e-4, 0.1, log=True)
-    assert all(space["lr"].log for space in spaces.values())
+    assert all(space["lr"].log for space in spaces.values() if "lr" in space)
+    assert set(spaces["ssd"]) == {"selection", "dampening"}  # no step uses an lr
     assert cli("methods") == 0
     assert "tune searches: lr [0.001, 0.1] log, alpha [0.95, 0.9999]" in capsys.readouterr().out
 

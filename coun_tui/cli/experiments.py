@@ -46,6 +46,8 @@ def compare(runs: list[Path] = typer.Argument(..., help="finished run directorie
 @command()
 def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint every run unlearns (default: the "
                                           "app's default, the shipped digits model)"),
+          models: str | None = typer.Option(None, "--models", help="several original models, comma-separated "
+                                            "(e.g. one recipe trained with seeds 0,1,2): every seed on each"),
           methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. ft,neggrad+,coun"),
           out: Path | None = typer.Option(None, "--out", help="folder of the sweep's runs and tables"),
           spec: Path | None = typer.Option(None, "--spec", help="an experiment file (experiments/*.toml) "
@@ -71,7 +73,7 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
     from coun_tui.engine.forget import ForgetSpec, parse_classes
 
     if spec is None:
-        model = model_or_default(model)
+        model = model_or_default(model or (method_names(models)[0] if models and method_names(models) else None))
         if not from_study:  # a study's methods are known once it is read, with the engine
             _precheck_sweep(model, methods, device, sets, grids, forget_class,
                             class_index_for(model, dataset, data_root))
@@ -92,6 +94,9 @@ def sweep(model: str | None = typer.Option(None, "--model", help="checkpoint eve
         assert model and out  # model: the default, given above; out: checked just above
         plan = Sweep(model, method_names(methods or ""), [], [0], out, cl_too, device=device or "auto",
                      data_root=data_root, dataset=dataset)
+    if models:
+        plan.models = method_names(models)
+        plan.model = plan.models[0]
     if from_study:  # before the --set flags, which may name the studies' methods
         from coun_tui.cli.tune import tune_engine
 

@@ -31,8 +31,10 @@ from coun_tui.cli.follow import finish, follow, metrics_table
 
 
 @command()
-def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train on"),
+def train(dataset: str | None = typer.Option(None, "--dataset", help="dataset to train on"),
           out: Path = typer.Option(..., "--out", help="checkpoint to write (.safetensors)"),
+          like: Path | None = typer.Option(None, "--like", help="train a checkpoint's recipe again (its "
+                                           "dataset, subset and hyperparameters) with --seed"),
           data_root: str | None = DATA_ROOT,
           subset: int | None = typer.Option(None, "--subset", help="stratified subset of N train images"),
           seed: int = typer.Option(0, "--seed", help="seed of the weights' initialisation and of training"),
@@ -51,8 +53,19 @@ def train(dataset: str = typer.Option(..., "--dataset", help="dataset to train o
         fail(f"--subset {subset} must be at least 1")
     if out.exists() and not force:
         fail(f"--out {out} exists; give a new file, or --force to replace it")
-    prep = prepare(RunSpec(method="retrain", dataset=dataset, data_root=data_root, subset=subset,
-                           hparams=given_hparams(hparams), seed=seed, device=device, precision=precision))
+    recipe: dict[str, Any] = {"dataset": dataset, "subset": subset, "subset_seed": None, "hparams": {}}
+    if like is not None:
+        from coun_tui.engine.runs import recipe_of
+
+        if dataset or subset is not None:
+            fail("--like takes the dataset and subset from the checkpoint: drop --dataset and --subset")
+        recipe = recipe_of(like)
+        half = half or recipe.pop("half")
+    elif not dataset:
+        fail("missing --dataset: give it, or --like CHECKPOINT to train that checkpoint's recipe again")
+    prep = prepare(RunSpec(method="retrain", dataset=recipe["dataset"], data_root=data_root, subset=recipe["subset"],
+                           subset_seed=recipe["subset_seed"], hparams={**recipe["hparams"], **given_hparams(hparams)},
+                           seed=seed, device=device, precision=precision))
     last = follow(train_checkpoint(prep, out, dtype="float16" if half else "float32"), f"train {dataset}")
     finish(last)
     typer.echo(f"saved {out}: test accuracy {last.metrics['TA']:.2f}%, train accuracy "
@@ -113,8 +126,7 @@ def methods():
         for key, p in params.items():
             defaults = {cls.declared()[key].default for cls in methods_.values()}
             shown = str(p.default) if len(defaults) == 1 else "per method"
-            typer.echo(wrap(f"  {key:<13} {shown:<11} {p.describe():<30} {p.help}"
-                             + (f"; tune searches {p.search.describe()}" if p.search else ""), 59))
+            typer.echo(wrap(f"  {key:<13} {shown:<11} {p.describe():<30} {p.help}", 59))
 
     common("Every method takes the SGD recipe (default, valid values; a method's own defaults are below it):",
            OPTIMISER_PARAMS)
@@ -130,5 +142,6 @@ def methods():
         if not cls.from_scratch and (space := searched(cls)):
             ranges = ", ".join(f"{k} {s.describe()}" for k, s in space.items())
             typer.echo(wrap(f"{'':<{width}}tune searches: {ranges}"))
-    typer.echo("Any method but coun takes --cl (adds CoUn's contrastive term; --lambda, --tau; "
+    refuse = [name for name, cls in methods_.items() if cls.always_cl or cls.from_scratch or cls.cl_refusal]
+    typer.echo(f"Any method but {', '.join(refuse)} takes --cl (adds CoUn's contrastive term; --lambda, --tau; "
                "tune searches them too).")

@@ -530,6 +530,7 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             if method.stream == "retain+forget":
                 fidx = cyclers["forget"].next()
                 batch.forget_x, batch.forget_y = _view(data, fidx, gen_aug), data.train_y[fidx]
+            batch = method.extend_batch(ctx, batch)
             lr = lr_at(hp, ctx.step, total)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -553,7 +554,7 @@ def _train(prep: Prepared, cancel: CancelFlag | None) -> Iterator[Event]:
             opt.step()
             method.after_step(ctx)
             ctx.step += 1
-            trained = len(idx) + (0 if batch.forget_x is None else len(batch.forget_x))
+            trained = len(batch.x) + (0 if batch.forget_x is None else len(batch.forget_x))
             images += trained
             ctx.flops.count_images(trained=trained)
             yield Step(ctx.step, epoch + 1, values, lr, images, ctx.flops.total, time.perf_counter() - start)
@@ -583,9 +584,9 @@ def _cl_term(ctx: Context, batch: Batch, idx: torch.Tensor, z1: torch.Tensor, re
              gen: torch.Generator) -> torch.Tensor:
     """CoUn's cross-view InfoNCE on the step's retain samples (view 1 reuses the main forward)."""
     data = ctx.data
-    rows = batch.is_retain
+    rows = batch.is_retain[:len(idx)]  # rows a method appended (UNSIR's noise) are not samples
     if int(rows.sum()) >= 2:
-        ridx, z1 = idx[rows], z1[rows]
+        ridx, z1 = idx[rows], z1[:len(idx)][rows]
     else:  # a forget-only stream (GA): draw a retain batch of its own, both views
         ridx = retain_cycler.next()
         with ctx.autocast():

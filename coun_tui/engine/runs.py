@@ -67,8 +67,9 @@ def metrics_record(prep: Prepared, done: Done) -> dict[str, Any]:
     m = done.metrics
     extra = {k: v for k, v in m.items() if k not in (*METRICS, "gap", "avg_gap")}
     paper = None if done.paper_flops is None else done.paper_flops / 1e15
+    epochs = int(prep.hparams["epochs"])  # 0 for a method without a training loop (SSD)
     return {**{k: m[k] for k in METRICS}, "pflops": done.flops / 1e15,
-            "pflops_epoch": done.flops / 1e15 / int(prep.hparams["epochs"]), "pflops_paper": paper,
+            "pflops_epoch": done.flops / 1e15 / epochs if epochs else None, "pflops_paper": paper,
             "seconds": done.seconds, "gap": m.get("gap"), "avg_gap": m.get("avg_gap"),
             "reference": prep.reference, **extra,
             "method": prep.method.name, "cl": prep.use_cl and not prep.method.always_cl,
@@ -163,6 +164,21 @@ def train_checkpoint(prep: Prepared, out_file: str | Path, cancel: CancelFlag | 
                                 "seconds": round(event.seconds, 1)}}
             checkpoint.save(out_file, prep.model, meta, dtype=dtype)
         yield event
+
+
+def recipe_of(model: str | Path) -> dict[str, Any]:
+    """How a checkpoint made by `coun-lab train` was made, as RunSpec fields (dataset, subset,
+    subset_seed, hparams), so that the same recipe can be trained again with another seed: the
+    same data (the subset drawn with the original's seed), a new initialisation and batch order."""
+    meta = checkpoint.read_meta(model)
+    recipe = meta.get("recipe")
+    if not isinstance(recipe, dict) or not meta.get("dataset"):
+        raise UserError(f"{model} records no training recipe (it was not made by `coun-lab train`); "
+                        "give --dataset and the hyperparameters instead")
+    subset = meta.get("subset")
+    return {"dataset": str(meta["dataset"]), "subset": subset,
+            "subset_seed": int(meta.get("subset_seed") or 0) if subset else None, "hparams": dict(recipe),
+            "half": meta.get("stored_dtype") == "float16"}
 
 
 def load_reference(path: str | Path, split: Split) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """Sweeps: every (forget set, seed) gets its Retrain reference first, then each method (and each
 baseline +CL) at every point of its grid, each in its own run directory; resumable; tables of
-mean ± std over seeds.
+mean ± std over seeds (and original models: `models`, one recipe trained with several seeds).
 
-Layout: OUT/<forget>/seed-<s>/<method>[+cl][-<key><value>...]/  and  OUT/table.md, OUT/table.json.
+Layout: OUT/<forget>/seed-<s>/<method>[+cl][-<key><value>...]/ (<model stem>-seed-<s> with several
+models) and OUT/table.md, OUT/table.json.
 A grid axis (e.g. epochs = [1, 5, 10]) names its runs by key and value (ft-epochs5); an axis value
 may be a table that sets several hyperparameters together, the axis key naming the run
 ({epochs = 10, l1_epochs = 4} -> l1-sparse-epochs10). An experiment file (experiments/*.toml, run by
@@ -64,6 +65,25 @@ class Sweep:
     half_seed: int = 0
     # Where a method's settings came from, for the tables: method -> e.g. "study tune/ft (trial 7)"
     sources: dict[str, str] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)  # several originals (one recipe, other seeds)
+
+    def replicates(self) -> list[tuple[str, int, str]]:
+        """(original model, seed, folder) of each repetition: every seed on every original model."""
+        models = self.models or [self.model]
+        if len(models) == 1:
+            return [(models[0], seed, f"seed-{seed}") for seed in self.seeds]
+        stems = [Path(m).stem for m in models]
+        if len(set(stems)) < len(stems):
+            raise UserError(f"the sweep's models must have distinct file names: {', '.join(models)}")
+        return [(m, seed, f"{stem}-seed-{seed}") for m, stem in zip(models, stems) for seed in self.seeds]
+
+    def spread(self) -> str:
+        """What a table's mean ± std is over, in words."""
+        models = [f"`{Path(m).name}`" for m in self.models or [self.model]]
+        if len(models) == 1:
+            return f"mean ± std over unlearning seeds {self.seeds} of one original model {models[0]}"
+        return (f"mean ± std over {len(models)} original models ({', '.join(models)}) × unlearning seeds "
+                f"{self.seeds}: the spread of original training and of unlearning together")
 
     def labels(self) -> list[Label]:
         """Every row of the tables: Retrain, then each method at each grid point, then +CL."""
@@ -73,7 +93,7 @@ class Sweep:
         rows = [Label("retrain", False, {}, "")]
         for cl in (False, True):
             for m in names:
-                if cl and (not self.cl_too or get_method(m).always_cl):
+                if cl and (not self.cl_too or get_method(m).always_cl or get_method(m).cl_refusal):
                     continue
                 rows += [Label(m, cl, hp, suffix) for hp, suffix in grid_points(self.grid, m)]
         return rows
@@ -83,8 +103,8 @@ class Sweep:
         hyperparameter is checked against its method's declaration before anything runs."""
         plan = []
         for forget in self.forgets:
-            for seed in self.seeds:
-                base = self.out / forget_tag(forget) / f"seed-{seed}"
+            for model, seed, folder in self.replicates():
+                base = self.out / forget_tag(forget) / folder
                 for label in self.labels():
                     method, cl = label.method, label.cl
                     hp = {**self.hparams.get("*", {}), **self.hparams.get(method, {}),
@@ -93,7 +113,7 @@ class Sweep:
                     if method == "retrain":
                         hp = self.hparams.get("retrain", {})
                     hp = check_hparams(get_method(method), hp, str)
-                    spec = RunSpec(method=method, model=self.model, dataset=self.dataset,
+                    spec = RunSpec(method=method, model=model, dataset=self.dataset,
                                    data_root=self.data_root, forget=replace(forget, seed=seed), cl=cl,
                                    hparams=hp, seed=seed, device=self.device, log=list(self.log),
                                    reference=None if method == "retrain" else str(base / "retrain"),
@@ -133,8 +153,12 @@ class Sweep:
         if data["picks"]:  # each method's best point of a finished search, beneath [set]
             for method, hp in picks(Sweep.from_file(data["picks"])).items():
                 hparams[method] = {**hp, **hparams.get(method, {})}
-        settings = dict(model=data["model"], methods=data["methods"], forgets=forgets, seeds=data["seeds"],
-                        out=Path(data["out"]), cl_too=data["cl_too"], hparams=hparams, device=data["device"],
+        models = data["models"]
+        if not data["model"] and not models:
+            raise UserError(f"{path}: give `model` (the checkpoint to unlearn) or `models` (several)")
+        settings = dict(model=data["model"] or models[0], models=models, methods=data["methods"], forgets=forgets,
+                        seeds=data["seeds"], out=Path(data["out"]), cl_too=data["cl_too"], hparams=hparams,
+                        device=data["device"],
                         data_root=data["data_root"], dataset=data["dataset"], grid=grid,
                         reuse=[Path(p) for p in data["reuse"]])
         settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -151,7 +175,8 @@ class ExperimentFile(BaseModel):
     """What an experiment file may hold (the sweep's options); values are checked when read."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    model: str
+    model: str | None = None
+    models: list[str] = []
     methods: list[str]
     out: str
     forget: list[ForgetEntry]
@@ -400,7 +425,8 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     the means over its seeds to the mean of those seeds' Retrains), its seed mean is kept beside it.
     """
     tables: dict[str, Any] = {}
-    md = [f"# Sweep of `{Path(sweep.model).name}` — mean ± std over seeds {sweep.seeds}\n"]
+    md = [f"# Sweep — {sweep.spread()}\n"]
+    folders = [folder for _, _, folder in sweep.replicates()]
     if sweep.test_half:  # a tuned sweep: which half of the test set its TA read
         md.append(f"TA and the MIA's non-members: {describe_half(sweep.test_half, sweep.half_seed)}.\n")
     if sweep.sources:
@@ -408,20 +434,20 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     all_rows = []
     for forget in sweep.forgets:
         tag = forget_tag(forget)
-        retrains = {seed: load_run(d) for seed in sweep.seeds
-                    if ((d := sweep.out / tag / f"seed-{seed}" / "retrain") / "metrics.json").is_file()}
+        retrains = {folder: load_run(d) for folder in folders
+                    if ((d := sweep.out / tag / folder / "retrain") / "metrics.json").is_file()}
         rows: list[dict[str, Any]] = []
-        finished: dict[str, dict[int, dict[str, Any]]] = {}
+        finished: dict[str, dict[str, dict[str, Any]]] = {}
         for label in sweep.labels():
             done = finished[label.row] = {}
-            for seed in sweep.seeds:
-                if ((d := sweep.out / tag / f"seed-{seed}" / label.name) / "metrics.json").is_file():
+            for folder in folders:
+                if ((d := sweep.out / tag / folder / label.name) / "metrics.json").is_file():
                     m = load_run(d)
-                    ref = retrains.get(seed)
+                    ref = retrains.get(folder)
                     m["reference"] = {k: ref[k] for k in METRICS} if ref else None
                     if label.method == "retrain":  # each seed's Retrain is its own reference: gaps are 0
                         m.update(gap={k: 0.0 for k in METRICS}, avg_gap=0.0)
-                    done[seed] = m
+                    done[folder] = m
             if done:
                 rows.append({**aggregate(list(done.values())), "method": label.row})
         if not rows:
@@ -446,18 +472,19 @@ def write_tables(sweep: Sweep) -> dict[str, Any]:
     return tables
 
 
-def _with_and_without_cl(base: dict[int, dict[str, Any]], cl: dict[int, dict[str, Any]], name: str,
+def _with_and_without_cl(base: dict[str, dict[str, Any]], cl: dict[str, dict[str, Any]], name: str,
                          ) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
     """A baseline's and its +CL's rows over the seeds both have finished, so that an unfinished
     sweep never sets one seed's +CL against three seeds' baseline; the seeds are named then."""
-    seeds = sorted(base.keys() & cl.keys())
+    seeds = [folder for folder in base if folder in cl]
     if not seeds:
         return None
     a, b = (aggregate([runs[s] for s in seeds]) for runs in (base, cl))
     if not a["avg_gap"] or b["avg_gap"] is None:
         return None
     if len(seeds) < max(len(base), len(cl)):
-        name += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+        shown = [s.removeprefix("seed-") for s in seeds]
+        name += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(shown)})"
     return name, a, b
 
 
@@ -501,5 +528,6 @@ def picks(search: Sweep) -> dict[str, dict[str, Any]]:
             if label.method not in best or score < best[label.method][0]:
                 best[label.method] = (score, label)
     tag = forget_tag(search.forgets[0])
-    return {method: read_spec(search.out / tag / f"seed-{search.seeds[0]}" / label.name).hparams
+    first = search.replicates()[0][2]
+    return {method: read_spec(search.out / tag / first / label.name).hparams
             for method, (_, label) in best.items()}

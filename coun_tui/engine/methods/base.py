@@ -105,6 +105,11 @@ class Method(Declared):
 
         return {"ce": F.cross_entropy(logits, batch.y)}
 
+    def extend_batch(self, ctx: Context, batch: Batch) -> Batch:
+        """The step's batch with any rows the method trains on beside its samples, appended after
+        them (UNSIR's noise images; is_retain False). The default adds none."""
+        return batch
+
     def before_step(self, ctx: Context) -> None:
         """After backward, before the optimiser step."""
 

@@ -162,6 +162,8 @@ class Declared:
     stream: ClassVar[str] = "retain"
     always_cl: ClassVar[bool] = False  # CoUn: the contrastive term is the method
     from_scratch: ClassVar[bool] = False  # Retrain: start from freshly initialised weights
+    # Why `--cl` cannot apply (no training loop, or no retain data by design); None: it can.
+    cl_refusal: ClassVar[str | None] = None
 
     @classmethod
     def declared(cls) -> dict[str, Param]:

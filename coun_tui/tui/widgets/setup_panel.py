@@ -254,18 +254,20 @@ class SetupPanel(VerticalScroll, can_focus=False):
 
     def _shown_keys(self, cls) -> list[str]:
         """The hyperparameters the method uses: CL's lambda and tau only with the CL term."""
-        cl_on = cls.always_cl or (self._cl_choice and not cls.from_scratch)
+        cl_on = cls.always_cl or (self._cl_choice and not (cls.from_scratch or cls.cl_refusal))
         return [k for k in self._defaults if cl_on or k not in ("lambda", "tau")]
 
     def _show_cl(self, cls) -> None:
         """+CL: forced on in CoUn, off in Retrain (the reference), else as the person left it."""
         box = self.query_one("#cl", TickBox)
-        fixed = cls.always_cl or cls.from_scratch
+        fixed = cls.always_cl or cls.from_scratch or bool(cls.cl_refusal)
         with box.prevent(Checkbox.Changed):
             box.value = cls.always_cl or (self._cl_choice and not fixed)
         box.disabled = fixed
         box.label = ("+CL (always on in coun)" if cls.always_cl else
-                     "+CL (not for the reference)" if cls.from_scratch else "+CL (CoUn's contrastive term)")
+                     "+CL (not for the reference)" if cls.from_scratch else
+                     f"+CL (not for {cls.name}: see `coun-lab methods`)" if cls.cl_refusal else
+                     "+CL (CoUn's contrastive term)")
 
     def hparam_input(self, key: str) -> Input:
         return self.query_one(f"#hp-{key}-{self._hp_generation}", Input)
@@ -396,7 +398,7 @@ class SetupPanel(VerticalScroll, can_focus=False):
     def _cl_changed(self, event: Checkbox.Changed) -> None:
         self._cl_choice = event.value
         cls = all_methods()[self.method_name]
-        if not (cls.always_cl or cls.from_scratch):  # lambda and tau come and go with the CL term
+        if not (cls.always_cl or cls.from_scratch or cls.cl_refusal):  # lambda and tau come and go with CL
             self._fill_hparams(keep={name: inp.value for name, inp in self._hp_inputs().items()})
         self.post_message(self.Changed())
 
