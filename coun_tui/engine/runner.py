@@ -181,8 +181,9 @@ def _check_reference(spec: RunSpec, split: Split,
         return None, None
     from coun_tui.engine.runs import load_reference
 
+    reference = load_reference(spec.reference, split)  # first: "not a finished run" before its halves
     _check_reference_half(spec)
-    return load_reference(spec.reference, split), ref_mod.load_view(spec.reference, split.forget, n_test)
+    return reference, ref_mod.load_view(spec.reference, split.forget, n_test)
 
 
 def _check_reference_half(spec: RunSpec) -> None:
