@@ -26,7 +26,7 @@ from coun_tui.engine.events import Cancelled, Done, Embedding, EpochMetrics, Eve
 from coun_tui.engine.forget import ForgetSpec, Split, check_seed, make_split
 from coun_tui.engine.methods import Batch, Context, Method, check_hparams, check_method
 from coun_tui.engine.methods.base import info_nce
-from coun_tui.engine.records import METRICS, TEST_HALVES, describe_half, method_label, read_spec
+from coun_tui.engine.records import METRICS, TEST_HALVES, describe_half, method_label, read_metrics
 
 EMBED_RETAIN, EMBED_FORGET = 300, 150  # probe points drawn in the embedding scatter
 
@@ -190,9 +190,9 @@ def _check_reference_half(spec: RunSpec) -> None:
     """A gap compares TA (and the MIA) on the same test samples: the reference must be a Retrain
     run measured on the same half of the test set, split by the same seed."""
     path = Path(spec.reference or "")
-    if path.is_dir():
-        ref = read_spec(path)
-        theirs = describe_half(ref.test_half, ref.half_seed)
+    if path.is_dir():  # its metrics.json, which a Ray task's copy of the reference carries too (run.toml not)
+        ref = read_metrics(path).as_dict()
+        theirs = describe_half(ref.get("test_half"), int(ref.get("half_seed") or 0))
     else:
         theirs = describe_half(None, 0)
     ours = describe_half(spec.test_half, spec.half_seed)
