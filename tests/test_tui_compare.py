@@ -274,6 +274,8 @@ async def test_queue_one_device_and_gaps_fill_in_when_retrain_finishes(tmp_path,
         await pilot.pause()
         first, then = app.panes()[-2:]
         assert first.runlog.spec["method"] == "retrain" and then.runlog.spec["method"] == "coun"
+        # A job reads "preparing" until its worker has started and said what it waits behind.
+        await wait_until(pilot, lambda: then.runlog.status != "preparing", 60, "the CoUn job's worker")
         assert then.runlog.status == "queued"
         await pilot.press("c")  # cancel the queued CoUn run (the shown pane): it never starts
         await wait_until(pilot, lambda: then.runlog.finished, 30, "the queued run to cancel")
